@@ -1,0 +1,133 @@
+"""bastion's exceptions: one tree, rooted at :class:`BastionError`.
+
+Every error the library raises on purpose is a subclass of ``BastionError``; catching it catches
+them all. Errors raised while a policy is *built* (registration) derive from ``PolicyError``; errors
+caused by the arguments of a call derive from ``InvalidArgument``; a denial raised by
+``Authorizer.authorize`` is ``NotAuthorized``::
+
+    BastionError
+    ├── PolicyError                      the policy is misconfigured (raised at registration)
+    │   ├── PermissionNotFound           unknown permission (also a LookupError; raised by calls too)
+    │   ├── InvalidName                  a permission name with quotes, ';', spaces, control chars ...
+    │   ├── DuplicateRule                the same rule registered twice without replace=True
+    │   ├── UnmappedClass                a target class that SQLAlchemy does not map
+    │   ├── UnknownAttribute             a rule names an attribute the class does not have
+    │   └── RuleNotTranslatable          a rule that cannot be compiled both to Python and to SQL
+    ├── InvalidArgument                  wrong type of argument to a call (also a TypeError)
+    │   └── MissingContext               a rule reads ``ctx.name`` and the call did not pass ``name=``
+    └── NotAuthorized                    ``authorize`` denied: carries subject, permission, target
+
+Errors carry their context as attributes (``permission``, ``rule``, ``reason`` ...) so that logs and
+callers can inspect them without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BastionError",
+    "DuplicateRule",
+    "InvalidArgument",
+    "InvalidName",
+    "MissingContext",
+    "NotAuthorized",
+    "PermissionNotFound",
+    "PolicyError",
+    "RuleNotTranslatable",
+    "UnknownAttribute",
+    "UnmappedClass",
+]
+
+
+class BastionError(Exception):
+    """Root of every error bastion raises on purpose."""
+
+
+class PolicyError(BastionError):
+    """The policy is misconfigured; raised when the policy is built, never as a wrong answer."""
+
+
+class PermissionNotFound(PolicyError, LookupError):
+    """A permission that the policy does not declare."""
+
+    def __init__(self, permission: object, known: tuple[object, ...] = ()) -> None:
+        self.permission = permission
+        self.known = known
+        hint = f"; declared: {', '.join(map(repr, known[:10]))}" if known else ""
+        super().__init__(f"unknown permission {permission!r}{hint}")
+
+
+class InvalidName(PolicyError, ValueError):
+    """A name (permission, rule) that bastion refuses: empty, or with characters outside the safe set."""
+
+    def __init__(self, kind: str, name: object, reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid {kind} name {name!r}: {reason}")
+
+
+class DuplicateRule(PolicyError):
+    """The same rule (same permission, subject, target and name) registered twice."""
+
+    def __init__(self, key: object, name: str) -> None:
+        self.key = key
+        self.name = name
+        super().__init__(
+            f"rule {name!r} is already registered for {key}; pass replace=True to replace it"
+        )
+
+
+class UnmappedClass(PolicyError, TypeError):
+    """A class used as a rule target (or traversed by a rule) that SQLAlchemy does not map."""
+
+    def __init__(self, cls: object) -> None:
+        self.cls = cls
+        super().__init__(f"{cls!r} is not a class mapped by SQLAlchemy")
+
+
+class UnknownAttribute(PolicyError, AttributeError):
+    """A rule names an attribute that the class does not have (or not of the needed kind)."""
+
+    def __init__(self, cls: object, attribute: str, reason: str = "") -> None:
+        self.cls = cls
+        self.attribute = attribute
+        self.reason = reason
+        name = getattr(cls, "__name__", repr(cls))
+        super().__init__(f"{name}.{attribute}: {reason or 'no such attribute'}")
+
+
+class RuleNotTranslatable(PolicyError):
+    """A rule that cannot be compiled both to an in-process check and to a SQL filter."""
+
+    def __init__(self, rule: object, reason: str) -> None:
+        self.rule = rule
+        self.reason = reason
+        super().__init__(f"rule {rule} cannot be compiled both ways: {reason}")
+
+
+class InvalidArgument(BastionError, TypeError):
+    """A call received an argument of the wrong type (e.g. an unmapped object as target)."""
+
+
+class MissingContext(InvalidArgument, KeyError):
+    """A rule reads a context value (``ctx.name``) that the call did not pass."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"the rule needs the context value {name!r}: pass {name}=... to the call")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class NotAuthorized(BastionError):
+    """``authorize`` denied the action. Carries who asked, for what, on which object."""
+
+    def __init__(self, subject: Any, permission: object, target: Any = None) -> None:
+        self.subject = subject
+        self.permission = permission
+        self.target = target
+        on = f" on {target!r}" if target is not None else ""
+        super().__init__(f"{subject!r} may not {permission!r}{on}")

@@ -1,0 +1,256 @@
+"""The rule algebra: immutable nodes that both compilers read.
+
+A rule is a tree of frozen dataclasses. Leaves read values from three *scopes*:
+
+* ``"target"``: the object the permission is asked about (a mapped instance, or its table in SQL);
+* ``"subject"``: who asks (any Python object; its values are bound as parameters in SQL);
+* ``"it"``: the related object of the innermost enclosing :class:`Related` node.
+
+plus context values passed to the call (:class:`Context`) and literals (:class:`Literal`).
+
+Semantics: SQL's three-valued logic
+-----------------------------------
+Every node evaluates to TRUE, FALSE or UNKNOWN (``True``, ``False``, ``None`` in Python), exactly as
+SQL evaluates the ``WHERE`` clause the SQL compiler emits for it:
+
+* a comparison (``==, !=, <, <=, >, >=``) where either side is NULL/``None`` is UNKNOWN;
+* ``x IN (...)``: FALSE for an empty list; UNKNOWN if ``x`` is NULL, or if nothing matches and the
+  list holds a NULL; otherwise TRUE or FALSE;
+* ``IS NULL`` / ``IS NOT NULL`` (:class:`IsNull`) are two-valued; ``== None`` in a rule means
+  ``IS NULL``;
+* ``NOT UNKNOWN`` is UNKNOWN; ``TRUE OR UNKNOWN`` is TRUE; ``FALSE AND UNKNOWN`` is FALSE;
+* a relationship condition (:class:`Related`, SQL ``EXISTS``) is two-valued: TRUE when some related
+  object makes the inner rule TRUE, FALSE otherwise (no related object, or only FALSE/UNKNOWN ones);
+* UNKNOWN at the top of a rule **denies**, as ``WHERE`` drops the row.
+
+So ``~(target.colour == "blue")`` denies an object whose colour is NULL on both paths, where naive
+Python (``not (None == "blue")``) would allow it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal as TypingLiteral, Union
+
+__all__ = [
+    "ALLOW",
+    "COMPARISON_OPERATORS",
+    "DENY",
+    "UNKNOWN",
+    "And",
+    "Attr",
+    "Compare",
+    "Const",
+    "Context",
+    "In",
+    "IsNull",
+    "Literal",
+    "Not",
+    "Operand",
+    "Or",
+    "Related",
+    "Rule",
+    "Same",
+    "Scope",
+]
+
+#: Where an :class:`Attr` reads from.
+Scope = TypingLiteral["target", "subject", "it"]
+
+#: The comparison operators a :class:`Compare` node may hold, by their SQL spelling.
+COMPARISON_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
+
+
+class Rule:
+    """Base of every rule node. ``&``, ``|`` and ``~`` build :class:`And`, :class:`Or`, :class:`Not`."""
+
+    __slots__ = ()
+
+    def __and__(self, other: object) -> Rule:
+        from bastion.rules.dsl import as_rule
+
+        return And((self, as_rule(other)))
+
+    def __rand__(self, other: object) -> Rule:
+        from bastion.rules.dsl import as_rule
+
+        return And((as_rule(other), self))
+
+    def __or__(self, other: object) -> Rule:
+        from bastion.rules.dsl import as_rule
+
+        return Or((self, as_rule(other)))
+
+    def __ror__(self, other: object) -> Rule:
+        from bastion.rules.dsl import as_rule
+
+        return Or((as_rule(other), self))
+
+    def __invert__(self) -> Rule:
+        return Not(self)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a bastion rule has no truth value: combine rules with &, | and ~, not and/or/not"
+        )
+
+    def children(self) -> tuple[Rule, ...]:
+        """The direct sub-rules of this node (empty for leaves)."""
+        return ()
+
+
+# ---------------------------------------------------------------------------------------------
+# operands (not rules themselves)
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """An attribute of the target, the subject, or the innermost related object (``it``)."""
+
+    scope: Scope
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.scope}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A value passed to the call as a keyword argument (``check(..., ip="10.0.0.1")``)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"ctx.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A constant written in the rule. Collections are stored as tuples (hashable)."""
+
+    value: Any
+
+    def __str__(self) -> str:
+        return repr(self.value)
+
+
+Operand = Union[Attr, Context, Literal]
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+
+
+@dataclass(frozen=True, slots=True)
+class Const(Rule):
+    """``ALLOW`` (TRUE), ``DENY`` (FALSE) or ``UNKNOWN`` (NULL)."""
+
+    value: bool | None
+
+    def __str__(self) -> str:
+        return {True: "ALLOW", False: "DENY", None: "UNKNOWN"}[self.value]
+
+
+ALLOW = Const(True)
+DENY = Const(False)
+UNKNOWN = Const(None)
+
+
+@dataclass(frozen=True, slots=True)
+class And(Rule):
+    """TRUE when every item is TRUE; FALSE when one is FALSE; UNKNOWN otherwise."""
+
+    items: tuple[Rule, ...]
+
+    def children(self) -> tuple[Rule, ...]:
+        return self.items
+
+    def __str__(self) -> str:
+        return "(" + " & ".join(map(str, self.items)) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Or(Rule):
+    """TRUE when one item is TRUE; FALSE when every item is FALSE; UNKNOWN otherwise."""
+
+    items: tuple[Rule, ...]
+
+    def children(self) -> tuple[Rule, ...]:
+        return self.items
+
+    def __str__(self) -> str:
+        return "(" + " | ".join(map(str, self.items)) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Not(Rule):
+    """Negation; ``NOT UNKNOWN`` is UNKNOWN."""
+
+    item: Rule
+
+    def children(self) -> tuple[Rule, ...]:
+        return (self.item,)
+
+    def __str__(self) -> str:
+        return f"~{self.item}"
+
+
+@dataclass(frozen=True, slots=True)
+class Compare(Rule):
+    """``left <op> right`` with ``op`` in :data:`COMPARISON_OPERATORS`; UNKNOWN if a side is NULL."""
+
+    left: Operand
+    op: str
+    right: Operand
+
+    def __str__(self) -> str:
+        return f"({self.left} {self.op} {self.right})"
+
+
+@dataclass(frozen=True, slots=True)
+class In(Rule):
+    """``left IN values``; ``values`` is a literal tuple, a subject attribute or a context value."""
+
+    left: Operand
+    values: Operand
+
+    def __str__(self) -> str:
+        return f"{self.left}.in_({self.values})"
+
+
+@dataclass(frozen=True, slots=True)
+class IsNull(Rule):
+    """``operand IS NULL`` (or ``IS NOT NULL`` when ``negated``): two-valued."""
+
+    operand: Operand
+    negated: bool = False
+
+    def __str__(self) -> str:
+        return f"({self.operand} {'!=' if self.negated else '=='} None)"
+
+
+@dataclass(frozen=True, slots=True)
+class Related(Rule):
+    """SQL ``EXISTS``: some object reached through relationship ``name`` of ``scope`` satisfies
+    ``where`` (in which ``it`` is that related object). Works for many-to-one (``has``),
+    one-to-many and many-to-many (``any``) relationships; two-valued."""
+
+    scope: Scope
+    name: str
+    where: Rule
+
+    def children(self) -> tuple[Rule, ...]:
+        return (self.where,)
+
+    def __str__(self) -> str:
+        return f"{self.scope}.{self.name}.any({self.where})"
+
+
+@dataclass(frozen=True, slots=True)
+class Same(Rule):
+    """The object in ``scope`` *is* the subject (same mapped class hierarchy and primary key)."""
+
+    scope: Scope
+
+    def __str__(self) -> str:
+        return f"({self.scope} is subject)"

@@ -1,0 +1,325 @@
+"""Compile a rule to a predicate over loaded Python objects.
+
+``to_python(rule)`` returns ``predicate(subject, target, context, it) -> True | False | None``
+implementing the three-valued semantics of :mod:`bastion.rules.nodes`; callers allow only on
+``True``. The compiler for each node type is chosen from :data:`PYTHON_COMPILERS`, a registry keyed
+by node class (MRO lookup), so another package (e.g. ``bastion.grants``) can add node kinds with
+:func:`register_python` without the algebra importing it.
+
+Attributes of mapped instances are read from the instance ``__dict__`` only, never through
+SQLAlchemy's lazy loader: an attribute that is not loaded on a persistent object raises
+:class:`NotLoaded`, and the :class:`~bastion.Authorizer` then answers with one SQL query instead
+(never N lazy loads). Transient and pending objects, and unmapped objects, are read with
+``getattr``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.exc import UnmappedInstanceError
+
+from bastion.errors import MissingContext, RuleNotTranslatable
+from bastion.rules.nodes import (
+    And,
+    Attr,
+    Compare,
+    Const,
+    Context,
+    In,
+    IsNull,
+    Literal,
+    Not,
+    Operand,
+    Or,
+    Related,
+    Rule,
+    Same,
+)
+
+__all__ = ["PYTHON_COMPILERS", "NotLoaded", "Predicate", "register_python", "to_python"]
+
+#: ``predicate(subject, target, context, it)`` -> TRUE / FALSE / UNKNOWN (None)
+Predicate = Callable[[Any, Any, Mapping[str, Any], Any], "bool | None"]
+_Reader = Callable[[Any, Any, Mapping[str, Any], Any], Any]
+
+
+class NotLoaded(Exception):  # noqa: N818 - control flow, never escapes the Authorizer
+    """An attribute the rule needs is not loaded on a persistent instance."""
+
+
+#: node class -> compiler(node) -> Predicate
+PYTHON_COMPILERS: dict[type[Rule], Callable[[Any], Predicate]] = {}
+
+
+def register_python(
+    node_type: type[Rule], *, replace: bool = False
+) -> Callable[[Callable[[Any], Predicate]], Callable[[Any], Predicate]]:
+    """Decorator registering the Python compiler of ``node_type``; refuses to overwrite silently."""
+
+    def decorate(fn: Callable[[Any], Predicate]) -> Callable[[Any], Predicate]:
+        if node_type in PYTHON_COMPILERS and not replace:
+            raise ValueError(f"a Python compiler for {node_type.__name__} is already registered")
+        PYTHON_COMPILERS[node_type] = fn
+        return fn
+
+    return decorate
+
+
+def to_python(rule: Rule) -> Predicate:
+    """Compile ``rule`` to a three-valued predicate ``(subject, target, context, it)``."""
+    for cls in type(rule).__mro__:
+        fn = PYTHON_COMPILERS.get(cls)
+        if fn is not None:
+            return fn(rule)
+    raise RuleNotTranslatable(rule, f"no Python compiler for {type(rule).__name__} nodes")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading values
+
+
+def read_attribute(obj: Any, key: str) -> Any:
+    """``obj.key`` without lazy loading; raises :class:`NotLoaded` if a query would be needed."""
+    try:
+        return obj.__dict__[key]
+    except (KeyError, AttributeError):
+        return _read_slow(obj, key)
+
+
+def _read_slow(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None  # an absent subject has only NULL attributes
+    try:
+        state = instance_state(obj)
+    except (AttributeError, UnmappedInstanceError):
+        return getattr(obj, key)
+    if key in state.mapper.attrs and state.key is not None and not state.pending:
+        raise NotLoaded(key)
+    return getattr(obj, key)
+
+
+def _scope_reader(scope: str) -> Callable[[Any, Any, Any], Any]:
+    if scope == "target":
+        return lambda s, t, i: t
+    if scope == "subject":
+        return lambda s, t, i: s
+    return lambda s, t, i: i
+
+
+def operand_reader(operand: Operand) -> _Reader:
+    """A function ``(subject, target, context, it) -> value`` for one operand."""
+    if isinstance(operand, Literal):
+        value = operand.value
+        return lambda s, t, c, i: value
+    if isinstance(operand, Context):
+        name = operand.name
+
+        def read_context(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Any:
+            try:
+                return c[name]
+            except KeyError:
+                raise MissingContext(name) from None
+
+        return read_context
+    key = operand.name
+    if operand.scope == "target":
+        return lambda s, t, c, i: read_attribute(t, key)
+    if operand.scope == "subject":
+        return lambda s, t, c, i: read_attribute(s, key)
+    return lambda s, t, c, i: read_attribute(i, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# three-valued comparisons
+
+
+def _eq(a: Any, b: Any) -> bool:
+    return bool(a == b)
+
+
+def _ne(a: Any, b: Any) -> bool:
+    return bool(a != b)
+
+
+def _lt(a: Any, b: Any) -> bool:
+    return bool(a < b)
+
+
+def _le(a: Any, b: Any) -> bool:
+    return bool(a <= b)
+
+
+def _gt(a: Any, b: Any) -> bool:
+    return bool(a > b)
+
+
+def _ge(a: Any, b: Any) -> bool:
+    return bool(a >= b)
+
+
+OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": _eq,
+    "!=": _ne,
+    "<": _lt,
+    "<=": _le,
+    ">": _gt,
+    ">=": _ge,
+}
+
+
+def in_3vl(value: Any, values: Any) -> bool | None:
+    """SQL ``value IN (values)`` in three-valued logic."""
+    values = tuple(values)
+    if not values:
+        return False
+    if value is None:
+        return None
+    saw_null = False
+    for v in values:
+        if v is None:
+            saw_null = True
+        elif v == value:
+            return True
+    return None if saw_null else False
+
+
+# ---------------------------------------------------------------------------------------------
+# compilers
+
+
+@register_python(Const)
+def _const(node: Const) -> Predicate:
+    value = node.value
+    return lambda s, t, c, i: value
+
+
+@register_python(And)
+def _and(node: And) -> Predicate:
+    preds = tuple(map(to_python, node.items))
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        result: bool | None = True
+        for p in preds:
+            v = p(s, t, c, i)
+            if v is False:
+                return False
+            if v is None:
+                result = None
+        return result
+
+    return pred
+
+
+@register_python(Or)
+def _or(node: Or) -> Predicate:
+    preds = tuple(map(to_python, node.items))
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        result: bool | None = False
+        for p in preds:
+            v = p(s, t, c, i)
+            if v is True:
+                return True
+            if v is None:
+                result = None
+        return result
+
+    return pred
+
+
+@register_python(Not)
+def _not(node: Not) -> Predicate:
+    inner = to_python(node.item)
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        v = inner(s, t, c, i)
+        return None if v is None else not v
+
+    return pred
+
+
+@register_python(Compare)
+def _compare(node: Compare) -> Predicate:
+    left, right = operand_reader(node.left), operand_reader(node.right)
+    op = OPERATORS[node.op]
+    if isinstance(node.right, Literal):
+        # the common shape: attribute <op> literal
+        literal = node.right.value
+        if literal is None:
+            return lambda s, t, c, i: None
+
+        def pred_literal(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+            a = left(s, t, c, i)
+            return None if a is None else op(a, literal)
+
+        return pred_literal
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        a = left(s, t, c, i)
+        if a is None:
+            return None
+        b = right(s, t, c, i)
+        return None if b is None else op(a, b)
+
+    return pred
+
+
+@register_python(In)
+def _in(node: In) -> Predicate:
+    left, values = operand_reader(node.left), operand_reader(node.values)
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        vs = values(s, t, c, i)
+        if vs is None:
+            return None  # a NULL list: nothing is known
+        return in_3vl(left(s, t, c, i), vs)
+
+    return pred
+
+
+@register_python(IsNull)
+def _is_null(node: IsNull) -> Predicate:
+    read = operand_reader(node.operand)
+    if node.negated:
+        return lambda s, t, c, i: read(s, t, c, i) is not None
+    return lambda s, t, c, i: read(s, t, c, i) is None
+
+
+@register_python(Related)
+def _related(node: Related) -> Predicate:
+    scope = _scope_reader(node.scope)
+    key = node.name
+    where = to_python(node.where)
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
+        value = read_attribute(scope(s, t, i), key)
+        if value is None:
+            return False
+        if hasattr(value, "_sa_instance_state"):  # many-to-one: one related object
+            return where(s, t, c, value) is True
+        items = value.values() if isinstance(value, Mapping) else value
+        return any(where(s, t, c, x) is True for x in items)
+
+    return pred
+
+
+@register_python(Same)
+def _same(node: Same) -> Predicate:
+    scope = _scope_reader(node.scope)
+    return lambda s, t, c, i: same_object(scope(s, t, i), s)
+
+
+def same_object(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` are the same object or the same database row."""
+    if a is b:
+        return a is not None
+    if a is None or b is None:
+        return False
+    try:
+        ka, kb = instance_state(a).key, instance_state(b).key
+    except (AttributeError, UnmappedInstanceError):
+        return False
+    return ka is not None and ka[:2] == (kb[:2] if kb is not None else None)

@@ -1,0 +1,424 @@
+"""Compile a rule to a SQLAlchemy boolean expression over a mapped entity.
+
+``to_sql(rule, entity, subject=..., context=...)`` returns a ``ColumnElement[bool]`` to put in a
+``WHERE`` clause: the rows of ``entity`` for which the rule is TRUE. The compiler of each node type
+comes from :data:`SQL_COMPILERS` (keyed by node class, MRO lookup; add kinds with
+:func:`register_sql`).
+
+Shapes
+------
+* Subject attributes and context values are known when the filter is built: they are bound as
+  parameters, and parts of the rule that read only them are evaluated in Python and folded away
+  (``subject.is_admin | (target.owner_id == subject.id)`` is no filter at all for an admin).
+* Relationships compile to ``EXISTS`` semijoins (SQLAlchemy's ``any()``/``has()``, which correlate
+  explicitly): never a join that multiplies the caller's rows, never ``DISTINCT``, never a change to
+  the caller's SELECT list::
+
+      documents.org_id IN (SELECT m.org_id FROM users AS u JOIN memberships AS m ON u.id = m.user_id
+                           WHERE u.id = :id)       -- subject.memberships.any(it.org_id == target.org_id)
+      EXISTS (SELECT 1 FROM orgs AS o WHERE o.id = documents.org_id AND o.plan = :plan)
+                                                    -- target.org.has(it.plan == "pro")
+
+* Three-valued logic is SQL's own. The compiler tracks *polarity* (the number of ``Not`` above a
+  node): where it is positive, UNKNOWN and FALSE lead to the same answer (a row is kept only when
+  TRUE), so a relationship whose inner rule equates a related column with a target column may use
+  the cheaper, uncorrelated ``target.col IN (SELECT ...)`` form, and ``x AND UNKNOWN`` folds to
+  FALSE. Under a ``Not`` the exact ``EXISTS`` form and typed ``NULL`` constants are kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Union
+
+import sqlalchemy as sa
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from bastion.errors import InvalidArgument, MissingContext, RuleNotTranslatable
+from bastion.rules.nodes import (
+    And,
+    Attr,
+    Compare,
+    Const,
+    Context,
+    In,
+    IsNull,
+    Literal,
+    Not,
+    Operand,
+    Or,
+    Related,
+    Rule,
+    Same,
+)
+from bastion.rules.to_python import OPERATORS, in_3vl
+
+__all__ = ["SQL_COMPILERS", "SYMBOLIC", "SqlEnv", "SqlValue", "register_sql", "sql_clause", "to_sql"]
+
+#: A compiled node: a Python truth value (folded) or a SQL boolean expression.
+SqlValue = Union[bool, None, ColumnElement[bool]]
+
+
+class _Symbolic:
+    """Stands for 'any subject' when a rule is compiled at registration (values become parameters)."""
+
+    def __repr__(self) -> str:
+        return "SYMBOLIC"
+
+
+SYMBOLIC: Any = _Symbolic()
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class SqlEnv:
+    """What a node compiler needs: the entities in scope, the subject, the context, the polarity."""
+
+    target: Any
+    subject: Any
+    context: Mapping[str, Any]
+    subject_type: type | None = None
+    it: Any = None
+    positive: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def symbolic(self) -> bool:
+        return self.subject is SYMBOLIC
+
+    def entity(self, scope: str) -> Any:
+        entity = self.target if scope == "target" else self.it
+        if entity is None:
+            raise RuleNotTranslatable(f"{scope}", f"'{scope}' is not available in this rule")
+        return entity
+
+
+#: node class -> compiler(node, env) -> SqlValue
+SQL_COMPILERS: dict[type[Rule], Callable[[Any, SqlEnv], SqlValue]] = {}
+
+
+def register_sql(
+    node_type: type[Rule], *, replace: bool = False
+) -> Callable[[Callable[[Any, SqlEnv], SqlValue]], Callable[[Any, SqlEnv], SqlValue]]:
+    """Decorator registering the SQL compiler of ``node_type``; refuses to overwrite silently."""
+
+    def decorate(fn: Callable[[Any, SqlEnv], SqlValue]) -> Callable[[Any, SqlEnv], SqlValue]:
+        if node_type in SQL_COMPILERS and not replace:
+            raise ValueError(f"a SQL compiler for {node_type.__name__} is already registered")
+        SQL_COMPILERS[node_type] = fn
+        return fn
+
+    return decorate
+
+
+def compile_sql(rule: Rule, env: SqlEnv) -> SqlValue:
+    """Compile one node (dispatching on its class) to a folded value or a SQL expression."""
+    for cls in type(rule).__mro__:
+        fn = SQL_COMPILERS.get(cls)
+        if fn is not None:
+            return fn(rule, env)
+    raise RuleNotTranslatable(rule, f"no SQL compiler for {type(rule).__name__} nodes")
+
+
+def sql_clause(value: SqlValue) -> ColumnElement[bool]:
+    """Turn a compiled value into a WHERE-able expression (``true``, ``false``, typed ``NULL``)."""
+    if value is True:
+        return sa.true()
+    if value is False:
+        return sa.false()
+    if value is None:
+        return sa.cast(sa.null(), sa.Boolean)
+    return value
+
+
+def to_sql(
+    rule: Rule,
+    entity: Any,
+    subject: Any = SYMBOLIC,
+    context: Mapping[str, Any] | None = None,
+    *,
+    subject_type: type | None = None,
+) -> ColumnElement[bool]:
+    """Compile ``rule`` to a boolean SQL expression over ``entity`` (a mapped class or alias).
+
+    ``subject`` is the subject instance (its values are bound as parameters); the default
+    :data:`SYMBOLIC` compiles with placeholder parameters, as registration does to validate a rule.
+    """
+    env = SqlEnv(entity, subject, context or {}, subject_type or _type_of(subject))
+    return sql_clause(compile_sql(rule, env))
+
+
+def _type_of(subject: Any) -> type | None:
+    return None if subject is SYMBOLIC or subject is None else type(subject)
+
+
+# ---------------------------------------------------------------------------------------------
+# operands
+
+_Kind = str  # "value" (a Python value) or "sql" (a column / SQL expression)
+
+
+def _param(name: str, **kw: Any) -> Any:
+    return sa.bindparam(f"{name}_{next(_counter)}", **kw)
+
+
+def operand_sql(operand: Operand, env: SqlEnv, *, expanding: bool = False) -> tuple[_Kind, Any]:
+    """An operand as ``("value", python_value)`` or ``("sql", expression)``."""
+    if isinstance(operand, Literal):
+        return "value", operand.value
+    if isinstance(operand, Context):
+        if env.symbolic:
+            return "sql", _param(f"ctx_{operand.name}", expanding=expanding)
+        try:
+            return "value", env.context[operand.name]
+        except KeyError:
+            raise MissingContext(operand.name) from None
+    if operand.scope == "subject":
+        if env.symbolic:
+            return "sql", _param(f"subject_{operand.name}", expanding=expanding)
+        return "value", getattr(env.subject, operand.name, None) if env.subject is not None else None
+    entity = env.entity(operand.scope)
+    return "sql", getattr(entity, operand.name)
+
+
+_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_SQL_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _typed_value(expr: Any, value: Any) -> Any:
+    # An explicit bind parameter: ``col == None`` would silently become ``IS NULL``.
+    return sa.literal(value, type_=getattr(expr, "type", None))
+
+
+# ---------------------------------------------------------------------------------------------
+# compilers
+
+
+@register_sql(Const)
+def _const(node: Const, env: SqlEnv) -> SqlValue:
+    return node.value
+
+
+def _junction(node: And | Or, env: SqlEnv) -> SqlValue:
+    is_and = isinstance(node, And)
+    absorbing, identity = (False, True) if is_and else (True, False)
+    exprs: list[ColumnElement[bool]] = []
+    unknown = False
+    for item in node.items:
+        value = compile_sql(item, env)
+        if value is absorbing:
+            return absorbing
+        if value is None:
+            unknown = True
+        elif value is not identity:
+            exprs.append(value)  # type: ignore[arg-type]
+    if unknown:
+        if env.positive and is_and:
+            return False  # x AND UNKNOWN is never TRUE
+        if not exprs:
+            return None
+        if not env.positive:
+            exprs.append(sql_clause(None))
+    if not exprs:
+        return identity
+    if len(exprs) == 1:
+        return exprs[0]
+    return sa.and_(*exprs) if is_and else sa.or_(*exprs)
+
+
+register_sql(And)(_junction)
+register_sql(Or)(_junction)
+
+
+@register_sql(Not)
+def _not(node: Not, env: SqlEnv) -> SqlValue:
+    value = compile_sql(node.item, replace(env, positive=not env.positive))
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return not value
+    return sa.not_(value)
+
+
+@register_sql(Compare)
+def _compare(node: Compare, env: SqlEnv) -> SqlValue:
+    (lk, lv), (rk, rv) = operand_sql(node.left, env), operand_sql(node.right, env)
+    op = node.op
+    if lk == "value" and rk == "value":
+        return None if lv is None or rv is None else OPERATORS[op](lv, rv)
+    if lk == "value":  # put the SQL side on the left
+        (lk, lv), (rk, rv), op = (rk, rv), (lk, lv), _FLIPPED[op]
+    if rk == "value":
+        if rv is None:
+            return None  # a comparison with NULL is UNKNOWN for every row
+        rv = _typed_value(lv, rv)
+    return _SQL_OPERATORS[op](lv, rv)  # type: ignore[no-any-return]
+
+
+@register_sql(In)
+def _in(node: In, env: SqlEnv) -> SqlValue:
+    lk, lv = operand_sql(node.left, env)
+    vk, vs = operand_sql(node.values, env, expanding=True)
+    if vk == "sql":
+        return lv.in_(vs) if lk == "sql" else sa.literal(lv).in_(vs)  # type: ignore[no-any-return]
+    if vs is None:
+        return None
+    values = tuple(vs)
+    if lk == "value":
+        return in_3vl(lv, values)
+    if not values:
+        return False
+    return lv.in_(values)  # type: ignore[no-any-return]
+
+
+@register_sql(IsNull)
+def _is_null(node: IsNull, env: SqlEnv) -> SqlValue:
+    kind, value = operand_sql(node.operand, env)
+    if kind == "value":
+        return (value is not None) if node.negated else (value is None)
+    return value.is_not(None) if node.negated else value.is_(None)  # type: ignore[no-any-return]
+
+
+def _relationship(entity: Any, name: str) -> Any:
+    attr = getattr(entity, name, None)
+    prop = getattr(attr, "property", None)
+    if prop is None or not hasattr(prop, "mapper") or not hasattr(prop, "uselist"):
+        raise RuleNotTranslatable(name, f"{name!r} is not a relationship of {entity!r}")
+    return attr
+
+
+@register_sql(Related)
+def _related(node: Related, env: SqlEnv) -> SqlValue:
+    if node.scope == "subject":
+        return _related_from_subject(node, env)
+    attr = _relationship(env.entity(node.scope), node.name)
+    if env.positive and isinstance(node.where, Same) and node.where.scope == "it":
+        direct = _is_subject_direct(attr, env)
+        if direct is not None:
+            return direct
+    related = aliased(attr.property.mapper)
+    # Inside EXISTS only TRUE rows count: the inner rule has positive polarity.
+    body = compile_sql(node.where, replace(env, it=related, positive=True))
+    if body is False or body is None:
+        return False
+    method = attr.has if not attr.property.uselist else attr.any
+    if body is True:
+        return method()  # type: ignore[no-any-return]
+    via = attr.of_type(related)
+    return (via.has if not attr.property.uselist else via.any)(body)  # type: ignore[no-any-return]
+
+
+def _is_subject_direct(attr: Any, env: SqlEnv) -> SqlValue | None:
+    """``target.owner == subject`` on a many-to-one as ``owner_id = :pk`` (sargable, no EXISTS).
+
+    Only in positive polarity: a NULL foreign key makes this UNKNOWN where EXISTS says FALSE."""
+    if env.symbolic or attr.property.uselist or env.subject is None:
+        return None
+    state = sa_inspect(env.subject, raiseerr=False)
+    if state is None or state.key is None:
+        return False if state is None else None
+    if state.mapper.base_mapper is not attr.property.mapper.base_mapper:
+        return False
+    return attr == env.subject  # type: ignore[no-any-return]
+
+
+def _subject_key(env: SqlEnv) -> tuple[Any, list[Any]]:
+    """The subject's mapper and primary-key values (parameters when symbolic)."""
+    cls = env.subject_type
+    if cls is None or sa_inspect(cls, raiseerr=False) is None:
+        raise RuleNotTranslatable(
+            "subject", f"the subject type {cls!r} is not a mapped class: its relationships have no SQL"
+        )
+    mapper = sa_inspect(cls)
+    if env.symbolic:
+        return mapper, [_param("subject_pk") for _ in mapper.primary_key]
+    state = sa_inspect(env.subject)
+    if state.key is None:
+        raise InvalidArgument(
+            f"the subject {env.subject!r} is not persistent: its relationships cannot be queried"
+        )
+    return mapper, list(state.key[1])
+
+
+def _related_from_subject(node: Related, env: SqlEnv) -> SqlValue:
+    if env.subject is None:
+        return False  # no subject, no related rows
+    mapper, pk_values = _subject_key(env)
+    me = aliased(mapper)
+    attr = _relationship(me, node.name)
+    related = aliased(attr.property.mapper)
+    pk_match = sa.and_(*(getattr(me, mapper.get_property_by_column(c).key) == v
+                         for c, v in zip(mapper.primary_key, pk_values)))
+    if env.positive:
+        shaped = _as_in(node, env, me, attr, related, pk_match)
+        if shaped is not None:
+            return shaped
+    body = compile_sql(node.where, replace(env, it=related, positive=True))
+    if body is False or body is None:
+        return False
+    inner = attr.of_type(related).any() if body is True else attr.of_type(related).any(body)
+    stmt = sa.select(sa.literal(1)).select_from(me).where(pk_match, inner)
+    return stmt.correlate_except(me).exists()
+
+
+def _as_in(
+    node: Related, env: SqlEnv, me: Any, attr: Any, related: Any, pk_match: Any
+) -> SqlValue | None:
+    """``target.col IN (SELECT it.col ...)`` when the inner rule equates a related and a target
+    column (positive polarity only: NULLs then make no difference)."""
+    items = node.where.items if isinstance(node.where, And) else (node.where,)
+    for n, item in enumerate(items):
+        if not (isinstance(item, Compare) and item.op == "=="):
+            continue
+        sides = {getattr(item.left, "scope", None): item.left, getattr(item.right, "scope", None): item.right}
+        if set(sides) != {"it", "target"}:
+            continue
+        rest = And(items[:n] + items[n + 1 :]) if len(items) > 1 else None
+        inner_env = replace(env, it=related, positive=True)
+        where = compile_sql(rest, inner_env) if rest is not None else True
+        if where is False or where is None:
+            return False
+        it_attr, target_attr = sides["it"], sides["target"]
+        assert isinstance(it_attr, Attr) and isinstance(target_attr, Attr)
+        sub = sa.select(getattr(related, it_attr.name)).select_from(me).join(attr.of_type(related))
+        sub = sub.where(pk_match) if where is True else sub.where(pk_match, where)
+        return getattr(env.entity("target"), target_attr.name).in_(  # type: ignore[no-any-return]
+            sub.correlate_except(me, related)
+        )
+    return None
+
+
+@register_sql(Same)
+def _same(node: Same, env: SqlEnv) -> SqlValue:
+    if env.subject is None:
+        return False
+    entity = env.entity(node.scope)
+    info = sa_inspect(entity)
+    mapper = getattr(info, "mapper", info)
+    subject_mapper = sa_inspect(env.subject_type, raiseerr=False) if env.subject_type else None
+    if subject_mapper is None or subject_mapper.base_mapper is not mapper.base_mapper:
+        if env.symbolic and subject_mapper is None:
+            raise RuleNotTranslatable(node, "the subject type must be a mapped class")
+        return False  # a subject of another class is never this object
+    if env.symbolic:
+        values: list[Any] = [_param("subject_pk") for _ in mapper.primary_key]
+    else:
+        key = sa_inspect(env.subject).key
+        if key is None:
+            return False  # a transient subject is no row
+        values = list(key[1])
+    return sa.and_(
+        *(getattr(entity, mapper.get_property_by_column(c).key) == v
+          for c, v in zip(mapper.primary_key, values))
+    )

@@ -1,0 +1,172 @@
+"""Check a rule against the classes it will run on, before it is ever evaluated.
+
+``validate(rule, subject_type, target_type)`` walks the tree with the mapped class of every scope in
+hand and raises a :class:`~bastion.errors.PolicyError` for anything that could give a wrong answer
+or fail later: attributes the class does not have, relationships used as values, columns used as
+relationships, ``it`` outside ``.any()``/``.has()``, literals of the wrong type for their column,
+ordering comparisons with ``None``, and target attributes in a rule that has no target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
+
+from bastion.errors import RuleNotTranslatable, UnknownAttribute, UnmappedClass
+from bastion.rules.nodes import Attr, Compare, Context, In, IsNull, Literal, Operand, Related, Rule, Same
+
+__all__ = ["mapper_of", "validate"]
+
+_Scopes = dict[str, Any]  # scope -> Mapper | type | None
+
+
+def mapper_of(cls: Any) -> Mapper[Any] | None:
+    """The SQLAlchemy mapper of a class or alias, or None when it is not mapped."""
+    info = sa_inspect(cls, raiseerr=False)
+    if info is None:
+        return None
+    return getattr(info, "mapper", None)
+
+
+def validate(rule: Rule, subject_type: type | None, target_type: type | None) -> None:
+    """Raise a ``PolicyError`` if ``rule`` cannot run for these subject and target types."""
+    target_mapper = None
+    if target_type is not None:
+        target_mapper = mapper_of(target_type)
+        if target_mapper is None:
+            raise UnmappedClass(target_type)
+    _walk(rule, {"subject": subject_type, "target": target_mapper, "it": None}, rule)
+
+
+def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
+    if isinstance(node, Compare):
+        _check_compare(node, scopes, top)
+    elif isinstance(node, In):
+        _operand(node.left, scopes, top)
+        if isinstance(node.values, Attr) and node.values.scope != "subject":
+            raise RuleNotTranslatable(
+                top, f"in_() takes a literal list, a subject attribute or ctx value, not {node.values}"
+            )
+        _operand(node.values, scopes, top)
+    elif isinstance(node, IsNull):
+        _operand(node.operand, scopes, top)
+    elif isinstance(node, Related):
+        related = _related_mapper(node, scopes, top)
+        _walk(node.where, {**scopes, "it": related}, top)
+        return
+    elif isinstance(node, Same):
+        _check_same(node, scopes, top)
+    for child in node.children():
+        _walk(child, scopes, top)
+
+
+def _scope_class(scope: str, scopes: _Scopes, top: Rule) -> Any:
+    owner = scopes[scope]
+    if owner is None and scope != "subject":
+        where = "outside .any()/.has()" if scope == "it" else "in a rule registered without a target"
+        raise RuleNotTranslatable(top, f"'{scope}' is used {where}")
+    return owner
+
+
+def _operand(operand: Operand, scopes: _Scopes, top: Rule) -> ColumnProperty[Any] | None:
+    """Check an operand; return the column property it reads, if it reads one."""
+    if isinstance(operand, (Literal, Context)):
+        return None
+    owner = _scope_class(operand.scope, scopes, top)
+    if operand.scope == "subject":
+        return _subject_attribute(owner, operand.name)
+    prop = owner.attrs.get(operand.name)
+    if isinstance(prop, ColumnProperty):
+        return prop
+    reason = (
+        "is a relationship: use .has()/.any(), or == subject"
+        if isinstance(prop, RelationshipProperty)
+        else "is not a mapped column (only mapped columns have a SQL form)"
+    )
+    raise UnknownAttribute(owner.class_, operand.name, reason)
+
+
+def _subject_attribute(cls: Any, name: str) -> ColumnProperty[Any] | None:
+    if cls is None or cls is object:
+        return None  # any subject: nothing to check against
+    mapper = mapper_of(cls)
+    if mapper is not None:
+        prop = mapper.attrs.get(name)
+        if isinstance(prop, ColumnProperty):
+            return prop
+        if prop is not None or hasattr(cls, name):
+            return None
+        raise UnknownAttribute(cls, name)
+    known = _declared_names(cls)
+    if known is not None and name not in known and not hasattr(cls, name):
+        raise UnknownAttribute(cls, name)
+    return None
+
+
+def _declared_names(cls: type) -> set[str] | None:
+    """Attribute names an unmapped class declares, or None when it declares none we can see."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        names.update(getattr(klass, "__annotations__", {}))
+        slots = getattr(klass, "__slots__", ())
+        names.update((slots,) if isinstance(slots, str) else slots)
+    if dataclasses.is_dataclass(cls):
+        names.update(f.name for f in dataclasses.fields(cls))
+    return names or None
+
+
+def _check_compare(node: Compare, scopes: _Scopes, top: Rule) -> None:
+    left, right = _operand(node.left, scopes, top), _operand(node.right, scopes, top)
+    for prop, other in ((left, node.right), (right, node.left)):
+        if prop is not None and isinstance(other, Literal):
+            _check_literal(prop, other.value, top)
+    if node.op not in ("==", "!=") and any(
+        isinstance(o, Literal) and o.value is None for o in (node.left, node.right)
+    ):
+        raise RuleNotTranslatable(top, f"{node} compares with None: that is always UNKNOWN")
+
+
+def _check_literal(prop: ColumnProperty[Any], value: Any, top: Rule) -> None:
+    if value is None:
+        return
+    try:
+        expected = prop.columns[0].type.python_type
+    except (NotImplementedError, AttributeError, IndexError):
+        return
+    ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+    if expected is int and isinstance(value, bool):
+        ok = False
+    if not ok:
+        raise RuleNotTranslatable(
+            top,
+            f"the literal {value!r} is a {type(value).__name__}, but {prop.key} holds "
+            f"{expected.__name__} values",
+        )
+
+
+def _related_mapper(node: Related, scopes: _Scopes, top: Rule) -> Mapper[Any]:
+    owner = _scope_class(node.scope, scopes, top)
+    if node.scope == "subject":
+        mapper = mapper_of(owner) if owner is not None else None
+        if mapper is None:
+            raise RuleNotTranslatable(
+                top, f"subject.{node.name}: the subject type {owner!r} must be a mapped class"
+            )
+        owner = mapper
+    prop = owner.attrs.get(node.name)
+    if not isinstance(prop, RelationshipProperty):
+        raise UnknownAttribute(owner.class_, node.name, "is not a relationship")
+    return prop.mapper
+
+
+def _check_same(node: Same, scopes: _Scopes, top: Rule) -> None:
+    subject_type = scopes["subject"]
+    if subject_type is None or subject_type is object or mapper_of(subject_type) is None:
+        raise RuleNotTranslatable(
+            top, f"'{node}' needs a mapped subject type (to compare primary keys), not {subject_type!r}"
+        )
+    if node.scope != "subject":
+        _scope_class(node.scope, scopes, top)
