@@ -33,7 +33,7 @@ from typing import Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -41,12 +41,14 @@ from bastion.errors import InvalidArgument, NotAuthorized, UnmappedClass
 from bastion.policy import Plan, Policy
 from bastion.rules.nodes import Or
 from bastion.rules.to_python import NotLoaded
-from bastion.rules.to_sql import SqlEnv, compile_sql, sql_clause
+from bastion.rules.to_sql import SqlEnv, compile_sql, scoped_alias, sql_clause
 from bastion.rules.validate import mapper_of
 
 __all__ = ["Authorizer"]
 
 _T = TypeVar("_T")
+#: compiled filter clauses kept per plan (oldest dropped first)
+_CACHE_SIZE = 512
 
 
 class Authorizer:
@@ -83,13 +85,13 @@ class Authorizer:
     ) -> bool:
         """Answer a check with one ``SELECT EXISTS`` (used when the Python path lacks data)."""
         if target is None:
-            clause = self._clause(plan, None, subject, context)
+            clause = self._cached_clause(plan, None, subject, context, union=False)
             return bool(self.session.execute(sa.select(clause)).scalar())
         state = sa_inspect(target)
         entity = state.mapper.class_
         pk = [getattr(entity, state.mapper.get_property_by_column(c).key) for c in state.mapper.primary_key]
         criteria = [col == value for col, value in zip(pk, state.key[1])]
-        clause = self._clause(plan, entity, subject, context)
+        clause = self._cached_clause(plan, entity, subject, context, union=False)
         query = sa.select(sa.exists().where(*criteria, clause))
         return bool(self.session.execute(query).scalar())
 
@@ -122,12 +124,29 @@ class Authorizer:
         self, plan: Plan, entity: Any, subject: Any, context: Mapping[str, Any]
     ) -> ColumnElement[bool]:
         """The ``WHERE`` expression of :meth:`filter` for ``entity`` (the union shape if enabled)."""
-        rule = plan.rule
-        if self.union_branches and isinstance(rule, Or):
-            union = self._union_clause(rule, entity, subject, context)
-            if union is not None:
-                return union
-        return self._clause(plan, entity, subject, context)
+        union = self.union_branches and isinstance(plan.rule, Or)
+        return self._cached_clause(plan, entity, subject, context, union=union)
+
+    def _cached_clause(
+        self, plan: Plan, entity: Any, subject: Any, context: Mapping[str, Any], *, union: bool
+    ) -> ColumnElement[bool]:
+        """Build the clause, or reuse the one built for equal inputs (clauses are immutable)."""
+        key = plan.inputs.key(subject, context)
+        if key is not None:
+            key = (entity, union, key)
+            cached = plan.sql_cache.get(key)
+            if cached is not None:
+                return cached  # type: ignore[no-any-return]
+        clause = None
+        if union:
+            clause = self._union_clause(plan.rule, entity, subject, context)  # type: ignore[arg-type]
+        if clause is None:
+            clause = self._clause(plan, entity, subject, context)
+        if key is not None:
+            if len(plan.sql_cache) >= _CACHE_SIZE:
+                plan.sql_cache.pop(next(iter(plan.sql_cache)))
+            plan.sql_cache[key] = clause
+        return clause
 
     def _clause(
         self, plan: Plan, entity: Any, subject: Any, context: Mapping[str, Any]
@@ -139,7 +158,7 @@ class Authorizer:
         self, rule: Or, entity: Any, subject: Any, context: Mapping[str, Any]
     ) -> ColumnElement[bool] | None:
         mapper = sa_inspect(entity).mapper
-        branch_entity = aliased(mapper)
+        branch_entity = scoped_alias(mapper, "branch", 0)
         env = SqlEnv(branch_entity, subject, context, type(subject))
         branches = []
         for item in rule.items:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,7 +43,7 @@ from bastion.rules.dsl import as_rule
 from bastion.rules.nodes import ALLOW, Or, Rule
 from bastion.rules.simplify import simplify
 from bastion.rules.to_python import Predicate, to_python
-from bastion.rules.to_sql import SYMBOLIC, to_sql
+from bastion.rules.to_sql import SYMBOLIC, RuleInputs, rule_inputs, to_sql
 from bastion.rules.validate import mapper_of, validate
 
 __all__ = ["ALL_PERMISSIONS", "Plan", "Policy", "RegisteredRule", "validate_permission_name"]
@@ -107,6 +107,10 @@ class Plan:
     rules: tuple[RegisteredRule, ...]
     rule: Rule  #: the OR of the rules, simplified
     predicate: Predicate  #: the Python compilation of ``rule``
+    #: the subject attributes and context values the rule reads (the inputs of its SQL shape)
+    inputs: RuleInputs = field(default_factory=lambda: RuleInputs((), (), False))
+    #: built SQL clauses by (entity, union?, input values); SQLAlchemy clauses are immutable
+    sql_cache: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Policy:
@@ -210,7 +214,15 @@ class Policy:
             raise UnmappedClass(target_type)
         records = self.rules_for(permission, subject_type, target_type)
         combined = simplify(Or(tuple(r.rule for r in records)))
-        plan = Plan(permission, subject_type, target_type, records, combined, to_python(combined))
+        plan = Plan(
+            permission,
+            subject_type,
+            target_type,
+            records,
+            combined,
+            to_python(combined),
+            rule_inputs(combined),
+        )
         self._plans[key] = plan
         return plan
 

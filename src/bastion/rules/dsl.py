@@ -201,16 +201,16 @@ class AttrExpr:
         return Compare(self.node, "==", Literal(True))
 
     def __and__(self, other: object) -> Rule:
-        return And((self.as_rule(), as_rule(other)))
+        return self.as_rule() & other
 
     def __rand__(self, other: object) -> Rule:
-        return And((as_rule(other), self.as_rule()))
+        return as_rule(other) & self.as_rule()
 
     def __or__(self, other: object) -> Rule:
-        return Or((self.as_rule(), as_rule(other)))
+        return self.as_rule() | other
 
     def __ror__(self, other: object) -> Rule:
-        return Or((as_rule(other), self.as_rule()))
+        return as_rule(other) | self.as_rule()
 
     def __invert__(self) -> Rule:
         return Not(self.as_rule())

@@ -52,6 +52,7 @@ __all__ = [
     "Rule",
     "Same",
     "Scope",
+    "junction",
 ]
 
 #: Where an :class:`Attr` reads from.
@@ -69,22 +70,22 @@ class Rule:
     def __and__(self, other: object) -> Rule:
         from bastion.rules.dsl import as_rule
 
-        return And((self, as_rule(other)))
+        return junction(And, self, as_rule(other))
 
     def __rand__(self, other: object) -> Rule:
         from bastion.rules.dsl import as_rule
 
-        return And((as_rule(other), self))
+        return junction(And, as_rule(other), self)
 
     def __or__(self, other: object) -> Rule:
         from bastion.rules.dsl import as_rule
 
-        return Or((self, as_rule(other)))
+        return junction(Or, self, as_rule(other))
 
     def __ror__(self, other: object) -> Rule:
         from bastion.rules.dsl import as_rule
 
-        return Or((as_rule(other), self))
+        return junction(Or, as_rule(other), self)
 
     def __invert__(self) -> Rule:
         return Not(self)
@@ -97,6 +98,13 @@ class Rule:
     def children(self) -> tuple[Rule, ...]:
         """The direct sub-rules of this node (empty for leaves)."""
         return ()
+
+
+def junction(kind: type[And] | type[Or], left: Rule, right: Rule) -> Rule:
+    """``left & right`` / ``left | right``, flattening a left operand of the same kind, so that
+    ``a | b | c`` is one ``Or`` of three items (as written), not nested pairs."""
+    items = left.items if isinstance(left, kind) else (left,)
+    return kind((*items, right))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +251,8 @@ class Related(Rule):
         return (self.where,)
 
     def __str__(self) -> str:
+        if self.where == Same("it"):
+            return f"({self.scope}.{self.name} == subject)"
         return f"{self.scope}.{self.name}.any({self.where})"
 
 
@@ -253,4 +263,4 @@ class Same(Rule):
     scope: Scope
 
     def __str__(self) -> str:
-        return f"({self.scope} is subject)"
+        return f"({self.scope} == subject)"

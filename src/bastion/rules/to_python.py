@@ -293,9 +293,16 @@ def _related(node: Related) -> Predicate:
     scope = _scope_reader(node.scope)
     key = node.name
     where = to_python(node.where)
+    is_subject = isinstance(node.where, Same) and node.where.scope == "it"
 
     def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
-        value = read_attribute(scope(s, t, i), key)
+        owner = scope(s, t, i)
+        try:
+            value = read_attribute(owner, key)
+        except NotLoaded:
+            if not is_subject:
+                raise
+            return _foreign_key_is_subject(owner, key, s)
         if value is None:
             return False
         if hasattr(value, "_sa_instance_state"):  # many-to-one: one related object
@@ -304,6 +311,29 @@ def _related(node: Related) -> Predicate:
         return any(where(s, t, c, x) is True for x in items)
 
     return pred
+
+
+def _foreign_key_is_subject(owner: Any, key: str, subject: Any) -> bool:
+    """``owner.<key> == subject`` for an unloaded many-to-one, decided from the foreign key columns
+    (as the SQL compiler does with ``owner_id = :pk``); raises NotLoaded for other relationships."""
+    state = instance_state(owner)
+    prop = state.mapper.relationships[key]
+    if prop.uselist or prop.secondary is not None or not prop.local_remote_pairs:
+        raise NotLoaded(key)
+    try:
+        subject_state = instance_state(subject)
+    except (AttributeError, UnmappedInstanceError):
+        return False
+    if subject_state.key is None or subject_state.mapper.base_mapper is not prop.mapper.base_mapper:
+        return False
+    remote_values = dict(zip(prop.mapper.primary_key, subject_state.key[1]))
+    for local, remote in prop.local_remote_pairs:
+        if remote not in remote_values:
+            raise NotLoaded(key)  # joins on a non-key column: let SQL decide
+        value = read_attribute(owner, state.mapper.get_property_by_column(local).key)
+        if value is None or value != remote_values[remote]:
+            return False
+    return True
 
 
 @register_python(Same)

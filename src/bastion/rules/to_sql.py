@@ -29,7 +29,8 @@ Shapes
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
@@ -57,7 +58,18 @@ from bastion.rules.nodes import (
 )
 from bastion.rules.to_python import OPERATORS, in_3vl
 
-__all__ = ["SQL_COMPILERS", "SYMBOLIC", "SqlEnv", "SqlValue", "register_sql", "sql_clause", "to_sql"]
+__all__ = [
+    "SQL_COMPILERS",
+    "SYMBOLIC",
+    "RuleInputs",
+    "SqlEnv",
+    "SqlValue",
+    "register_sql",
+    "rule_inputs",
+    "scoped_alias",
+    "sql_clause",
+    "to_sql",
+]
 
 #: A compiled node: a Python truth value (folded) or a SQL boolean expression.
 SqlValue = Union[bool, None, ColumnElement[bool]]
@@ -84,6 +96,7 @@ class SqlEnv:
     subject_type: type | None = None
     it: Any = None
     positive: bool = True
+    depth: int = 0  #: how many relationship subqueries enclose the node
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,6 +108,27 @@ class SqlEnv:
         if entity is None:
             raise RuleNotTranslatable(f"{scope}", f"'{scope}' is not available in this rule")
         return entity
+
+
+_ALIASES: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def scoped_alias(mapper: Any, role: str, depth: int) -> Any:
+    """A reusable ``aliased(mapper)`` for one role at one subquery depth.
+
+    Building an alias and adapting its columns costs more than running a small query; reusing
+    them makes building a filter cheap. Sibling subqueries may share an alias (each has its own
+    scope); nested ones never do, because the depth is part of the key (a shared alias would be
+    correlated with the enclosing query instead of standing for its own rows).
+    """
+    pool = _ALIASES.setdefault(mapper, {})
+    key = (role, depth)
+    alias = pool.get(key)
+    if alias is None:
+        alias = pool[key] = aliased(mapper, name=f"bastion_{role}_{mapper.local_table.name}_{depth}")
+    return alias
 
 
 #: node class -> compiler(node, env) -> SqlValue
@@ -154,6 +188,75 @@ def to_sql(
 
 def _type_of(subject: Any) -> type | None:
     return None if subject is SYMBOLIC or subject is None else type(subject)
+
+
+# ---------------------------------------------------------------------------------------------
+# the inputs of a compiled shape
+
+
+@dataclass(frozen=True)
+class RuleInputs:
+    """Everything outside the database that a rule's SQL depends on: with equal inputs, the
+    compiled clause is equal, so it can be cached and reused (SQLAlchemy clauses are immutable)."""
+
+    subject_attributes: tuple[str, ...]
+    context_names: tuple[str, ...]
+    subject_identity: bool  #: the rule compares with / joins from the subject's primary key
+
+    def key(self, subject: Any, context: Mapping[str, Any]) -> Hashable | None:
+        """A hashable key of the inputs' values for this call, or None if one is unhashable."""
+        values: list[Any] = [type(subject)]
+        for name in self.subject_attributes:
+            values.append(_freeze(getattr(subject, name, None) if subject is not None else None))
+        for name in self.context_names:
+            values.append(_freeze(context.get(name, _MISSING)))
+        if self.subject_identity:
+            state = sa_inspect(subject, raiseerr=False) if subject is not None else None
+            values.append(None if state is None else state.key)
+        key = tuple(values)
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+
+_MISSING = object()
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, set, frozenset)):
+        return (type(value), tuple(value))
+    return value
+
+
+def rule_inputs(rule: Rule) -> RuleInputs:
+    """Collect the subject attributes, context names and identity uses of ``rule``."""
+    attrs: dict[str, None] = {}
+    names: dict[str, None] = {}
+    identity = False
+    stack = [rule]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children())
+        if isinstance(node, Same) or (isinstance(node, Related) and node.scope == "subject"):
+            identity = True
+        for operand in _operands(node):
+            if isinstance(operand, Context):
+                names[operand.name] = None
+            elif isinstance(operand, Attr) and operand.scope == "subject":
+                attrs[operand.name] = None
+    return RuleInputs(tuple(attrs), tuple(names), identity)
+
+
+def _operands(node: Rule) -> tuple[Any, ...]:
+    if isinstance(node, Compare):
+        return (node.left, node.right)
+    if isinstance(node, In):
+        return (node.left, node.values)
+    if isinstance(node, IsNull):
+        return (node.operand,)
+    return ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,9 +410,9 @@ def _related(node: Related, env: SqlEnv) -> SqlValue:
         direct = _is_subject_direct(attr, env)
         if direct is not None:
             return direct
-    related = aliased(attr.property.mapper)
+    related = scoped_alias(attr.property.mapper, "it", env.depth + 1)
     # Inside EXISTS only TRUE rows count: the inner rule has positive polarity.
-    body = compile_sql(node.where, replace(env, it=related, positive=True))
+    body = compile_sql(node.where, replace(env, it=related, positive=True, depth=env.depth + 1))
     if body is False or body is None:
         return False
     method = attr.has if not attr.property.uselist else attr.any
@@ -328,9 +431,21 @@ def _is_subject_direct(attr: Any, env: SqlEnv) -> SqlValue | None:
     state = sa_inspect(env.subject, raiseerr=False)
     if state is None or state.key is None:
         return False if state is None else None
-    if state.mapper.base_mapper is not attr.property.mapper.base_mapper:
-        return False
-    return attr == env.subject  # type: ignore[no-any-return]
+    prop = attr.property
+    if state.mapper.base_mapper is not prop.mapper.base_mapper or prop.secondary is not None:
+        return False if prop.secondary is None else None
+    remote_values = dict(zip(prop.mapper.primary_key, state.key[1]))
+    if not all(remote in remote_values for _, remote in prop.local_remote_pairs):
+        return None  # joins on a non-key column: keep EXISTS
+    entity = attr.parent.entity if hasattr(attr.parent, "entity") else attr.class_
+    local_mapper = sa_inspect(entity).mapper
+    return sa.and_(
+        *(
+            getattr(entity, local_mapper.get_property_by_column(local).key)
+            == sa.literal(remote_values[remote], type_=local.type)
+            for local, remote in prop.local_remote_pairs
+        )
+    )
 
 
 def _subject_key(env: SqlEnv) -> tuple[Any, list[Any]]:
@@ -355,16 +470,16 @@ def _related_from_subject(node: Related, env: SqlEnv) -> SqlValue:
     if env.subject is None:
         return False  # no subject, no related rows
     mapper, pk_values = _subject_key(env)
-    me = aliased(mapper)
+    me = scoped_alias(mapper, "subject", env.depth + 1)
     attr = _relationship(me, node.name)
-    related = aliased(attr.property.mapper)
+    related = scoped_alias(attr.property.mapper, "it", env.depth + 1)
     pk_match = sa.and_(*(getattr(me, mapper.get_property_by_column(c).key) == v
                          for c, v in zip(mapper.primary_key, pk_values)))
     if env.positive:
         shaped = _as_in(node, env, me, attr, related, pk_match)
         if shaped is not None:
             return shaped
-    body = compile_sql(node.where, replace(env, it=related, positive=True))
+    body = compile_sql(node.where, replace(env, it=related, positive=True, depth=env.depth + 1))
     if body is False or body is None:
         return False
     inner = attr.of_type(related).any() if body is True else attr.of_type(related).any(body)
@@ -385,7 +500,7 @@ def _as_in(
         if set(sides) != {"it", "target"}:
             continue
         rest = And(items[:n] + items[n + 1 :]) if len(items) > 1 else None
-        inner_env = replace(env, it=related, positive=True)
+        inner_env = replace(env, it=related, positive=True, depth=env.depth + 1)
         where = compile_sql(rest, inner_env) if rest is not None else True
         if where is False or where is None:
             return False

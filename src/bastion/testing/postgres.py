@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -42,7 +43,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.pool import NullPool
 
 __all__ = [
     "PostgresAdmin",
@@ -83,7 +83,7 @@ def validate_database_name(name: str) -> str:
 
     Accepted: ``[a-z_][a-z0-9_]*``, at most 63 characters (PostgreSQL's limit).
     """
-    if not isinstance(name, str) or _DATABASE_NAME.fullmatch(name) is None:
+    if _DATABASE_NAME.fullmatch(name) is None:
         raise ValueError(
             f"invalid database name {name!r}: use lower-case letters, digits and '_', "
             "starting with a letter or '_', at most 63 characters"
@@ -222,12 +222,12 @@ class TemporaryPostgres:
     @property
     def data_dir(self) -> Path:
         """The cluster's data directory (inside a temporary directory removed on stop)."""
-        return self._base("data")
+        return self._base_or_raise() / "data"
 
     @property
     def log_file(self) -> Path:
         """The server log."""
-        return self._base("server.log")
+        return self._base_or_raise() / "server.log"
 
     def create_database(self, name: str) -> str:
         """Create database ``name`` (a plain lower-case identifier) and return its URL."""
@@ -249,10 +249,10 @@ class TemporaryPostgres:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _base(self, name: str) -> Path:
+    def _base_or_raise(self) -> Path:
         if self._base_dir is None:
             raise TemporaryPostgresError("the server is not started")
-        return self._base_dir / name
+        return self._base_dir
 
     def _admin_or_raise(self) -> PostgresAdmin:
         if self._admin is None:
@@ -268,8 +268,6 @@ class TemporaryPostgres:
                 )
         if _as_root():
             try:
-                import pwd
-
                 pwd.getpwnam(POSTGRES_USER)
             except KeyError:
                 raise TemporaryPostgresError(
@@ -278,29 +276,20 @@ class TemporaryPostgres:
                 ) from None
 
     def _initdb(self) -> None:
-        _run(
-            self.bin_dir,
-            "initdb",
-            ["-D", str(self.data_dir), "-U", POSTGRES_USER, "--auth=trust", "-E", "UTF8"]
-            + ["--no-locale", "--no-sync"],
-            cwd=self._base("."),
-        )
+        args = ["-D", str(self.data_dir), "-U", POSTGRES_USER, "--auth=trust", "-E", "UTF8"]
+        args += ["--no-locale", "--no-sync"]
+        _run(self.bin_dir, "initdb", args, cwd=self._base_or_raise())
 
     def _start_server(self) -> None:
         # A port found free may be taken before the server binds it: try a few.
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = _free_port()
-            options = ["-h", "127.0.0.1", "-p", str(port), "-k", str(self._base("."))]
+            options = ["-h", "127.0.0.1", "-p", str(port), "-k", str(self._base_or_raise())]
+            args = ["-D", str(self.data_dir), "-l", str(self.log_file), "-w"]
+            args += ["-t", str(_START_TIMEOUT_SECONDS)]
+            args += ["-o", " ".join([*options, *_SERVER_OPTIONS]), "start"]
             try:
-                _run(
-                    self.bin_dir,
-                    "pg_ctl",
-                    ["-D", str(self.data_dir), "-l", str(self.log_file), "-w"]
-                    + ["-t", str(_START_TIMEOUT_SECONDS)]
-                    + ["-o", " ".join([*options, *_SERVER_OPTIONS]), "start"],
-                    cwd=self._base("."),
-                    log=self.log_file,
-                )
+                _run(self.bin_dir, "pg_ctl", args, cwd=self._base_or_raise(), log=self.log_file)
             except TemporaryPostgresError:
                 if attempt < _PORT_ATTEMPTS and "could not bind" in self.log_tail():
                     continue
