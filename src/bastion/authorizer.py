@@ -89,8 +89,11 @@ class Authorizer:
             return bool(self.session.execute(sa.select(clause)).scalar())
         state = sa_inspect(target)
         entity = state.mapper.class_
-        pk = [getattr(entity, state.mapper.get_property_by_column(c).key) for c in state.mapper.primary_key]
-        criteria = [col == value for col, value in zip(pk, state.key[1])]
+        pk = [
+            getattr(entity, state.mapper.get_property_by_column(c).key)
+            for c in state.mapper.primary_key
+        ]
+        criteria = [col == value for col, value in zip(pk, state.key[1], strict=True)]
         clause = self._cached_clause(plan, entity, subject, context, union=False)
         query = sa.select(sa.exists().where(*criteria, clause))
         return bool(self.session.execute(query).scalar())
@@ -98,18 +101,39 @@ class Authorizer:
     # filters -----------------------------------------------------------------------------
     @overload
     def filter(
-        self, subject: Any, permission: Hashable, query: type[_T], /, *, entity: Any = None, **context: Any
+        self,
+        subject: Any,
+        permission: Hashable,
+        query: type[_T],
+        /,
+        *,
+        entity: Any = None,
+        **context: Any,
     ) -> Select[tuple[_T]]: ...
 
     @overload
     def filter(
-        self, subject: Any, permission: Hashable, query: Select[Any], /, *, entity: Any = None, **context: Any
+        self,
+        subject: Any,
+        permission: Hashable,
+        query: Select[Any],
+        /,
+        *,
+        entity: Any = None,
+        **context: Any,
     ) -> Select[Any]: ...
 
     def filter(
-        self, subject: Any, permission: Hashable, query: Any, /, *, entity: Any = None, **context: Any
+        self,
+        subject: Any,
+        permission: Hashable,
+        query: Any,
+        /,
+        *,
+        entity: Any = None,
+        **context: Any,
     ) -> Select[Any]:
-        """Narrow ``query`` (a mapped class or a ``Select``) to the rows ``subject`` may ``permission``.
+        """Narrow ``query`` (a mapped class or ``Select``) to rows ``subject`` may ``permission``.
 
         ``entity`` names the entity (class or alias) to filter when the statement's first column
         is not it. Returns a new ``Select``; compose it with ``where``/``join``/``order_by``/
@@ -123,7 +147,7 @@ class Authorizer:
     def filter_clause(
         self, plan: Plan, entity: Any, subject: Any, context: Mapping[str, Any]
     ) -> ColumnElement[bool]:
-        """The ``WHERE`` expression of :meth:`filter` for ``entity`` (the union shape if enabled)."""
+        """The ``WHERE`` expression of :meth:`filter` for ``entity`` (union shape if enabled)."""
         union = self.union_branches and isinstance(plan.rule, Or)
         return self._cached_clause(plan, entity, subject, context, union=union)
 
@@ -174,7 +198,7 @@ class Authorizer:
         union = sa.union_all(*selects)
         outer = [getattr(entity, k) for k in keys]
         left = outer[0] if len(outer) == 1 else sa.tuple_(*outer)
-        return left.in_(union)  # type: ignore[no-any-return]
+        return left.in_(union)
 
 
 def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:

@@ -7,14 +7,14 @@ caused by the arguments of a call derive from ``InvalidArgument``; a denial rais
 
     BastionError
     ├── PolicyError                      the policy is misconfigured (raised at registration)
-    │   ├── PermissionNotFound           unknown permission (also a LookupError; raised by calls too)
-    │   ├── InvalidName                  a permission name with quotes, ';', spaces, control chars ...
+    │   ├── PermissionNotFound           unknown permission (a LookupError; raised by calls too)
+    │   ├── InvalidName                  a permission name with quotes, ';', spaces, controls...
     │   ├── DuplicateRule                the same rule registered twice without replace=True
     │   ├── UnmappedClass                a target class that SQLAlchemy does not map
     │   ├── UnknownAttribute             a rule names an attribute the class does not have
     │   └── RuleNotTranslatable          a rule that cannot be compiled both to Python and to SQL
     ├── InvalidArgument                  wrong type of argument to a call (also a TypeError)
-    │   └── MissingContext               a rule reads ``ctx.name`` and the call did not pass ``name=``
+    │   └── MissingContext               a rule reads ``ctx.name``; the call did not pass ``name=``
     └── NotAuthorized                    ``authorize`` denied: carries subject, permission, target
 
 Errors carry their context as attributes (``permission``, ``rule``, ``reason`` ...) so that logs and
@@ -59,7 +59,7 @@ class PermissionNotFound(PolicyError, LookupError):
 
 
 class InvalidName(PolicyError, ValueError):
-    """A name (permission, rule) that bastion refuses: empty, or with characters outside the safe set."""
+    """A name (permission, rule) that bastion refuses: empty, or with unsafe characters."""
 
     def __init__(self, kind: str, name: object, reason: str) -> None:
         self.kind = kind

@@ -5,10 +5,17 @@ It declares permissions (any hashable: ``str``, an ``Enum`` member ...) and regi
 *(permission, subject type, target type)*::
 
     policy = Policy(["doc.read", "doc.edit", "reports.view"])
-    policy.allow("doc.read", subject=User, target=Document,
-                 when=target.is_public | (target.owner_id == subject.id), name="public or owner")
+    policy.allow(
+        "doc.read",
+        subject=User,
+        target=Document,
+        when=target.is_public | (target.owner_id == subject.id),
+        name="public or owner",
+    )
     policy.allow("reports.view", subject=User, when=subject.is_staff)  # no target: held or not
-    policy.allow(subject=User, target=Document, when=target.owner_id == subject.id)  # all permissions
+    policy.allow(
+        subject=User, target=Document, when=target.owner_id == subject.id
+    )  # all permissions
 
 Rules for the same key combine with OR. When a check or filter looks rules up, the target class's
 MRO is walked nearest first, and for each target class the subject class's MRO: the first pair that
@@ -64,7 +71,7 @@ ALL_PERMISSIONS: Any = _AllPermissions()
 
 
 def validate_permission_name(permission: object) -> Hashable:
-    """Return ``permission`` if it is a valid permission, else raise ``InvalidName``/``InvalidArgument``."""
+    """Return ``permission`` if valid, else raise ``InvalidName`` or ``InvalidArgument``."""
     if isinstance(permission, str):
         if not PERMISSION_NAME.fullmatch(permission):
             raise InvalidName(
@@ -79,7 +86,7 @@ def validate_permission_name(permission: object) -> Hashable:
         hash(permission)
     except TypeError:
         raise InvalidArgument(f"a permission must be hashable, got {permission!r}") from None
-    return permission  # type: ignore[return-value]
+    return permission
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,8 @@ class RegisteredRule:
 
     def __str__(self) -> str:
         on = f" on {self.target_type.__name__}" if self.target_type else ""
-        return f"{self.name!r}: {self.subject_type.__name__} may {self.permission!r}{on} if {self.rule}"
+        who = self.subject_type.__name__
+        return f"{self.name!r}: {who} may {self.permission!r}{on} if {self.rule}"
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,7 @@ class Policy:
             raise InvalidArgument(f"a permission must be hashable, got {permission!r}") from None
         if not known:
             raise PermissionNotFound(permission, self.permissions)
-        return permission  # type: ignore[return-value]
+        return permission
 
     # rules -------------------------------------------------------------------------------
     def allow(
@@ -187,14 +195,16 @@ class Policy:
     def rules_for(
         self, permission: Hashable, subject_type: type, target_type: type | None
     ) -> tuple[RegisteredRule, ...]:
-        """The rules that decide ``permission`` (nearest target class, then nearest subject class)."""
+        """The rules deciding ``permission`` (nearest target class, then nearest subject class)."""
         targets: Iterable[type | None] = target_type.__mro__ if target_type is not None else (None,)
         for t in targets:
             for s in subject_type.__mro__:
                 bucket = self._rules.get((t, s))
                 if bucket:
                     found = tuple(
-                        r for r in bucket if r.permission == permission or r.permission is ALL_PERMISSIONS
+                        r
+                        for r in bucket
+                        if r.permission == permission or r.permission is ALL_PERMISSIONS
                     )
                     if found:
                         return found
@@ -227,7 +237,8 @@ class Policy:
         return plan
 
     def __repr__(self) -> str:
-        return f"<Policy {self.name!r}: {len(self._permissions)} permissions, {len(self.rules())} rules>"
+        counts = f"{len(self._permissions)} permissions, {len(self.rules())} rules"
+        return f"<Policy {self.name!r}: {counts}>"
 
 
 def _check_types(subject: object, target: object) -> tuple[type, type | None]:
@@ -251,7 +262,7 @@ def _rule_name(name: str | None, rule: Rule) -> str:
 
 
 def compile_both_ways(rule: Rule, subject_type: type, target_type: type | None) -> None:
-    """Validate ``rule`` and compile it to Python and to SQL; raise a ``PolicyError`` if either fails."""
+    """Validate ``rule`` and compile it to Python and to SQL; a ``PolicyError`` if either fails."""
     validate(rule, subject_type, target_type)
     to_python(rule)
     try:

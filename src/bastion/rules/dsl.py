@@ -4,20 +4,20 @@ Rules read like SQLAlchemy criteria::
 
     from bastion import target, subject, it, ctx
 
-    target.is_public                                   # a boolean column is TRUE
-    target.owner_id == subject.id                      # compare target and subject attributes
-    target.status.in_(["draft", "review"])             # IN a literal list
-    target.org_id.in_(subject.org_ids)                 # IN a collection the subject carries
-    target.deleted_at == None                          # IS NULL  (or .is_(None))
-    target.owner == subject                            # a many-to-one relationship is the subject
-    target.org.has(it.plan == "pro")                   # many-to-one with a condition
-    target.tags.any(it.name == "urgent")               # one-to-many / many-to-many: any related
-    target.org.has(members=subject)                    # the org's members include the subject
+    target.is_public  # a boolean column is TRUE
+    target.owner_id == subject.id  # compare target and subject attributes
+    target.status.in_(["draft", "review"])  # IN a literal list
+    target.org_id.in_(subject.org_ids)  # IN a collection the subject carries
+    target.deleted_at == None  # IS NULL  (or .is_(None))
+    target.owner == subject  # a many-to-one relationship is the subject
+    target.org.has(it.plan == "pro")  # many-to-one with a condition
+    target.tags.any(it.name == "urgent")  # one-to-many / many-to-many: any related
+    target.org.has(members=subject)  # the org's members include the subject
     subject.memberships.any((it.org_id == target.org_id) & (it.role == "admin"))
-    target.level <= ctx.clearance                      # a value passed to the call
+    target.level <= ctx.clearance  # a value passed to the call
 
-``it`` is the related object of the innermost ``.any()``/``.has()``. Combine with ``&``, ``|``, ``~``
-(never ``and``/``or``/``not``, which raise ``TypeError`` like SQLAlchemy's expressions do).
+``it`` is the related object of the innermost ``.any()``/``.has()``. Combine with ``&``, ``|``,
+``~``(never ``and``/``or``/``not``, which raise ``TypeError`` like SQLAlchemy's expressions do).
 """
 
 from __future__ import annotations
@@ -28,17 +28,16 @@ from typing import Any
 from bastion.errors import RuleNotTranslatable
 from bastion.rules.nodes import (
     ALLOW,
+    DENY,
     And,
     Attr,
     Compare,
     Context,
     In,
-    DENY,
     IsNull,
     Literal,
     Not,
     Operand,
-    Or,
     Related,
     Rule,
     Same,
@@ -111,7 +110,7 @@ def _operand(value: object) -> Operand:
 
 
 class AttrExpr:
-    """An attribute reference with SQLAlchemy-like operators; used as a rule it means ``== True``."""
+    """An attribute with SQLAlchemy-like operators; used as a rule it means ``== True``."""
 
     __slots__ = ("node",)
 
@@ -183,7 +182,7 @@ class AttrExpr:
         return self.node
 
     def any(self, *criteria: object, **values: object) -> Rule:
-        """Some related object (``it``) satisfies all criteria; ``name=value`` means ``it.name == value``."""
+        """Some related object (``it``) meets every criterion; ``name=v`` is ``it.name == v``."""
         node = self._relationship()
         return Related(node.scope, node.name, _criteria(criteria, values))
 
@@ -255,4 +254,3 @@ def as_rule(value: object) -> Rule:
             "a Python callable has no SQL form; write the rule with target/subject/it/ctx",
         )
     raise RuleNotTranslatable(value, f"{type(value).__name__} is not a rule")
-

@@ -30,7 +30,8 @@ Python (``not (None == "blue")``) would allow it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal as TypingLiteral, Union
+from typing import Any, Union
+from typing import Literal as TypingLiteral
 
 __all__ = [
     "ALLOW",
@@ -63,7 +64,7 @@ COMPARISON_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 
 
 class Rule:
-    """Base of every rule node. ``&``, ``|`` and ``~`` build :class:`And`, :class:`Or`, :class:`Not`."""
+    """Base of every rule node; the operators ``&``, ``|``, ``~`` build And, Or and Not."""
 
     __slots__ = ()
 
@@ -142,7 +143,7 @@ class Literal:
         return repr(self.value)
 
 
-Operand = Union[Attr, Context, Literal]
+Operand = Union[Attr, Context, Literal]  # noqa: UP007 - a runtime alias on 3.10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +206,7 @@ class Not(Rule):
 
 @dataclass(frozen=True, slots=True)
 class Compare(Rule):
-    """``left <op> right`` with ``op`` in :data:`COMPARISON_OPERATORS`; UNKNOWN if a side is NULL."""
+    """``left <op> right``, ``op`` in :data:`COMPARISON_OPERATORS`; UNKNOWN if a side is NULL."""
 
     left: Operand
     op: str

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from bastion.rules.nodes import ALLOW, DENY, UNKNOWN, And, Const, Not, Or, Related, Rule
 
-__all__ = ["IDENTITY", "ABSORBING", "NEGATION", "simplify"]
+__all__ = ["ABSORBING", "IDENTITY", "NEGATION", "simplify"]
 
 #: For ``And``/``Or``: the constant that is dropped from the items.
 IDENTITY: dict[type[Rule], Const] = {And: ALLOW, Or: DENY}
@@ -41,7 +41,7 @@ def _simplify_junction(node: Rule) -> Rule:
     kind = type(node)
     items: list[Rule] = []
     for child in map(simplify, node.items):
-        parts = child.items if type(child) is kind else (child,)  # type: ignore[attr-defined]
+        parts = child.items if type(child) is kind else (child,)
         for part in parts:
             if part == ABSORBING[kind]:
                 return part
@@ -65,7 +65,7 @@ def _simplify_not(node: Rule) -> Rule:
 def _simplify_related(node: Rule) -> Rule:
     assert isinstance(node, Related)
     where = simplify(node.where)
-    if where == DENY or where == UNKNOWN:
+    if where in (DENY, UNKNOWN):
         return DENY  # EXISTS needs a TRUE row
     return Related(node.scope, node.name, where)
 

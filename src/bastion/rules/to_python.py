@@ -24,7 +24,6 @@ from sqlalchemy.orm.exc import UnmappedInstanceError
 from bastion.errors import MissingContext, RuleNotTranslatable
 from bastion.rules.nodes import (
     And,
-    Attr,
     Compare,
     Const,
     Context,
@@ -46,7 +45,7 @@ Predicate = Callable[[Any, Any, Mapping[str, Any], Any], "bool | None"]
 _Reader = Callable[[Any, Any, Mapping[str, Any], Any], Any]
 
 
-class NotLoaded(Exception):  # noqa: N818 - control flow, never escapes the Authorizer
+class NotLoaded(Exception):
     """An attribute the rule needs is not loaded on a persistent instance."""
 
 
@@ -326,7 +325,7 @@ def _foreign_key_is_subject(owner: Any, key: str, subject: Any) -> bool:
         return False
     if subject_state.key is None or subject_state.mapper.base_mapper is not prop.mapper.base_mapper:
         return False
-    remote_values = dict(zip(prop.mapper.primary_key, subject_state.key[1]))
+    remote_values = dict(zip(prop.mapper.primary_key, subject_state.key[1], strict=True))
     for local, remote in prop.local_remote_pairs:
         if remote not in remote_values:
             raise NotLoaded(key)  # joins on a non-key column: let SQL decide

@@ -15,7 +15,8 @@ Shapes
   the caller's SELECT list::
 
       documents.org_id IN (SELECT m.org_id FROM users AS u JOIN memberships AS m ON u.id = m.user_id
-                           WHERE u.id = :id)       -- subject.memberships.any(it.org_id == target.org_id)
+                           WHERE u.id = :id)
+                                          -- subject.memberships.any(it.org_id == target.org_id)
       EXISTS (SELECT 1 FROM orgs AS o WHERE o.id = documents.org_id AND o.plan = :plan)
                                                     -- target.org.has(it.plan == "pro")
 
@@ -72,11 +73,11 @@ __all__ = [
 ]
 
 #: A compiled node: a Python truth value (folded) or a SQL boolean expression.
-SqlValue = Union[bool, None, ColumnElement[bool]]
+SqlValue = Union[bool, None, ColumnElement[bool]]  # noqa: UP007 - a runtime alias on 3.10
 
 
 class _Symbolic:
-    """Stands for 'any subject' when a rule is compiled at registration (values become parameters)."""
+    """'Any subject': used when a rule is compiled at registration (values become parameters)."""
 
     def __repr__(self) -> str:
         return "SYMBOLIC"
@@ -110,9 +111,7 @@ class SqlEnv:
         return entity
 
 
-_ALIASES: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], Any]] = (
-    weakref.WeakKeyDictionary()
-)
+_ALIASES: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], Any]] = weakref.WeakKeyDictionary()
 
 
 def scoped_alias(mapper: Any, role: str, depth: int) -> Any:
@@ -127,7 +126,9 @@ def scoped_alias(mapper: Any, role: str, depth: int) -> Any:
     key = (role, depth)
     alias = pool.get(key)
     if alias is None:
-        alias = pool[key] = aliased(mapper, name=f"bastion_{role}_{mapper.local_table.name}_{depth}")
+        alias = pool[key] = aliased(
+            mapper, name=f"bastion_{role}_{mapper.local_table.name}_{depth}"
+        )
     return alias
 
 
@@ -283,7 +284,9 @@ def operand_sql(operand: Operand, env: SqlEnv, *, expanding: bool = False) -> tu
     if operand.scope == "subject":
         if env.symbolic:
             return "sql", _param(f"subject_{operand.name}", expanding=expanding)
-        return "value", getattr(env.subject, operand.name, None) if env.subject is not None else None
+        return "value", getattr(
+            env.subject, operand.name, None
+        ) if env.subject is not None else None
     entity = env.entity(operand.scope)
     return "sql", getattr(entity, operand.name)
 
@@ -374,7 +377,7 @@ def _in(node: In, env: SqlEnv) -> SqlValue:
     lk, lv = operand_sql(node.left, env)
     vk, vs = operand_sql(node.values, env, expanding=True)
     if vk == "sql":
-        return lv.in_(vs) if lk == "sql" else sa.literal(lv).in_(vs)  # type: ignore[no-any-return]
+        return lv.in_(vs) if lk == "sql" else sa.literal(lv).in_(vs)
     if vs is None:
         return None
     values = tuple(vs)
@@ -434,7 +437,7 @@ def _is_subject_direct(attr: Any, env: SqlEnv) -> SqlValue | None:
     prop = attr.property
     if state.mapper.base_mapper is not prop.mapper.base_mapper or prop.secondary is not None:
         return False if prop.secondary is None else None
-    remote_values = dict(zip(prop.mapper.primary_key, state.key[1]))
+    remote_values = dict(zip(prop.mapper.primary_key, state.key[1], strict=True))
     if not all(remote in remote_values for _, remote in prop.local_remote_pairs):
         return None  # joins on a non-key column: keep EXISTS
     entity = attr.parent.entity if hasattr(attr.parent, "entity") else attr.class_
@@ -453,9 +456,10 @@ def _subject_key(env: SqlEnv) -> tuple[Any, list[Any]]:
     cls = env.subject_type
     if cls is None or sa_inspect(cls, raiseerr=False) is None:
         raise RuleNotTranslatable(
-            "subject", f"the subject type {cls!r} is not a mapped class: its relationships have no SQL"
+            "subject",
+            f"the subject type {cls!r} is not a mapped class: its relationships have no SQL",
         )
-    mapper = sa_inspect(cls)
+    mapper: Any = sa_inspect(cls)
     if env.symbolic:
         return mapper, [_param("subject_pk") for _ in mapper.primary_key]
     state = sa_inspect(env.subject)
@@ -473,8 +477,12 @@ def _related_from_subject(node: Related, env: SqlEnv) -> SqlValue:
     me = scoped_alias(mapper, "subject", env.depth + 1)
     attr = _relationship(me, node.name)
     related = scoped_alias(attr.property.mapper, "it", env.depth + 1)
-    pk_match = sa.and_(*(getattr(me, mapper.get_property_by_column(c).key) == v
-                         for c, v in zip(mapper.primary_key, pk_values)))
+    pk_match = sa.and_(
+        *(
+            getattr(me, mapper.get_property_by_column(c).key) == v
+            for c, v in zip(mapper.primary_key, pk_values, strict=True)
+        )
+    )
     if env.positive:
         shaped = _as_in(node, env, me, attr, related, pk_match)
         if shaped is not None:
@@ -496,7 +504,10 @@ def _as_in(
     for n, item in enumerate(items):
         if not (isinstance(item, Compare) and item.op == "=="):
             continue
-        sides = {getattr(item.left, "scope", None): item.left, getattr(item.right, "scope", None): item.right}
+        sides = {
+            getattr(item.left, "scope", None): item.left,
+            getattr(item.right, "scope", None): item.right,
+        }
         if set(sides) != {"it", "target"}:
             continue
         rest = And(items[:n] + items[n + 1 :]) if len(items) > 1 else None
@@ -505,7 +516,8 @@ def _as_in(
         if where is False or where is None:
             return False
         it_attr, target_attr = sides["it"], sides["target"]
-        assert isinstance(it_attr, Attr) and isinstance(target_attr, Attr)
+        assert isinstance(it_attr, Attr)
+        assert isinstance(target_attr, Attr)
         sub = sa.select(getattr(related, it_attr.name)).select_from(me).join(attr.of_type(related))
         sub = sub.where(pk_match) if where is True else sub.where(pk_match, where)
         return getattr(env.entity("target"), target_attr.name).in_(  # type: ignore[no-any-return]
@@ -534,6 +546,8 @@ def _same(node: Same, env: SqlEnv) -> SqlValue:
             return False  # a transient subject is no row
         values = list(key[1])
     return sa.and_(
-        *(getattr(entity, mapper.get_property_by_column(c).key) == v
-          for c, v in zip(mapper.primary_key, values))
+        *(
+            getattr(entity, mapper.get_property_by_column(c).key) == v
+            for c, v in zip(mapper.primary_key, values, strict=True)
+        )
     )

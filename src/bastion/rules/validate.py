@@ -16,7 +16,18 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
 
 from bastion.errors import RuleNotTranslatable, UnknownAttribute, UnmappedClass
-from bastion.rules.nodes import Attr, Compare, Context, In, IsNull, Literal, Operand, Related, Rule, Same
+from bastion.rules.nodes import (
+    Attr,
+    Compare,
+    Context,
+    In,
+    IsNull,
+    Literal,
+    Operand,
+    Related,
+    Rule,
+    Same,
+)
 
 __all__ = ["mapper_of", "validate"]
 
@@ -48,7 +59,8 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
         _operand(node.left, scopes, top)
         if isinstance(node.values, Attr) and node.values.scope != "subject":
             raise RuleNotTranslatable(
-                top, f"in_() takes a literal list, a subject attribute or ctx value, not {node.values}"
+                top,
+                f"in_() takes a literal list, a subject attribute or ctx value, not {node.values}",
             )
         _operand(node.values, scopes, top)
     elif isinstance(node, IsNull):
@@ -66,7 +78,9 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
 def _scope_class(scope: str, scopes: _Scopes, top: Rule) -> Any:
     owner = scopes[scope]
     if owner is None and scope != "subject":
-        where = "outside .any()/.has()" if scope == "it" else "in a rule registered without a target"
+        where = (
+            "outside .any()/.has()" if scope == "it" else "in a rule registered without a target"
+        )
         raise RuleNotTranslatable(top, f"'{scope}' is used {where}")
     return owner
 
@@ -166,7 +180,8 @@ def _check_same(node: Same, scopes: _Scopes, top: Rule) -> None:
     subject_type = scopes["subject"]
     if subject_type is None or subject_type is object or mapper_of(subject_type) is None:
         raise RuleNotTranslatable(
-            top, f"'{node}' needs a mapped subject type (to compare primary keys), not {subject_type!r}"
+            top,
+            f"'{node}' needs a mapped subject type (to compare primary keys), not {subject_type!r}",
         )
     if node.scope != "subject":
         _scope_class(node.scope, scopes, top)
