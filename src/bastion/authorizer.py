@@ -37,10 +37,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from bastion.errors import InvalidArgument, NotAuthorized, UnmappedClass
+from bastion.errors import InvalidArgument, NotAuthorized, RuleNotTranslatable, UnmappedClass
 from bastion.policy import Plan, Policy
 from bastion.rules.nodes import Or
-from bastion.rules.to_python import NotLoaded
+from bastion.rules.to_python import LAZY_LOADS_ALLOWED, NotLoaded
 from bastion.rules.to_sql import SqlEnv, compile_sql, scoped_alias, sql_clause
 from bastion.rules.validate import mapper_of
 
@@ -71,7 +71,14 @@ class Authorizer:
         try:
             return plan.predicate(subject, target, context, None) is True
         except NotLoaded:
-            return self.check_in_database(plan, subject, target, context)
+            if plan.sql_error is None:
+                return self.check_in_database(plan, subject, target, context)
+        # No SQL form (check_only): load what is missing the ordinary way.
+        token = LAZY_LOADS_ALLOWED.set(True)
+        try:
+            return plan.predicate(subject, target, context, None) is True
+        finally:
+            LAZY_LOADS_ALLOWED.reset(token)
 
     def authorize(
         self, subject: Any, permission: Hashable, target: Any = None, /, **context: Any
@@ -142,6 +149,10 @@ class Authorizer:
         stmt, entity = _statement_and_entity(query, entity)
         cls = sa_inspect(entity).mapper.class_
         plan = self.policy.plan(permission, type(subject), cls)
+        if plan.sql_error is not None:
+            raise RuleNotTranslatable(
+                plan.rule, f"{permission!r} cannot be filtered in SQL: {plan.sql_error}"
+            )
         return stmt.where(self.filter_clause(plan, entity, subject, context))
 
     def filter_clause(

@@ -46,8 +46,8 @@ from bastion.errors import (
     RuleNotTranslatable,
     UnmappedClass,
 )
-from bastion.rules.dsl import as_rule
-from bastion.rules.nodes import ALLOW, Or, Rule
+from bastion.rules.dsl import AttrExpr, as_rule
+from bastion.rules.nodes import ALLOW, Or, PythonRule, Rule
 from bastion.rules.simplify import simplify
 from bastion.rules.to_python import Predicate, to_python
 from bastion.rules.to_sql import SYMBOLIC, RuleInputs, rule_inputs, to_sql
@@ -98,6 +98,7 @@ class RegisteredRule:
     target_type: type | None
     rule: Rule
     name: str
+    check_only: bool = False  #: registered without a SQL form
 
     def __str__(self) -> str:
         on = f" on {self.target_type.__name__}" if self.target_type else ""
@@ -117,6 +118,8 @@ class Plan:
     predicate: Predicate  #: the Python compilation of ``rule``
     #: the subject attributes and context values the rule reads (the inputs of its SQL shape)
     inputs: RuleInputs = field(default_factory=lambda: RuleInputs((), (), False))
+    #: why this plan has no SQL form (a ``check_only`` rule), or None when it has one
+    sql_error: str | None = None
     #: built SQL clauses by (entity, union?, input values); SQLAlchemy clauses are immutable
     sql_cache: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -162,6 +165,7 @@ class Policy:
         when: object = ALLOW,
         name: str | None = None,
         replace: bool = False,
+        check_only: bool = False,
     ) -> list[RegisteredRule]:
         """Register ``when`` as granting ``permissions`` to ``subject`` instances on ``target``.
 
@@ -169,16 +173,25 @@ class Policy:
         whether the subject holds the permission at all (it may read ``subject`` and ``ctx`` only).
         Returns the registered rules (one per permission). Raises a ``PolicyError`` and changes
         nothing if any permission is unknown or the rule cannot be compiled both ways.
+
+        ``check_only=True`` accepts a rule with no SQL form (a Python callable
+        ``fn(subject, target, **context)``): ``check`` works, and ``filter`` on these permissions
+        raises ``RuleNotTranslatable`` instead of returning a partial list.
         """
         subject_type, target_type = _check_types(subject, target)
         perms = [self.require_permission(p) for p in permissions] or [ALL_PERMISSIONS]
         if not permissions and target_type is None:
             raise InvalidArgument("a rule without permissions must name a target type")
-        rule = as_rule(when)
+        if check_only and callable(when) and not isinstance(when, (Rule, AttrExpr)):
+            rule: Rule = PythonRule(when, getattr(when, "__qualname__", repr(when)))
+        else:
+            rule = as_rule(when)
         rule_name = _rule_name(name, rule)
-        compile_both_ways(rule, subject_type, target_type)
+        compile_both_ways(rule, subject_type, target_type, sql=not check_only)
         bucket = self._rules.get((target_type, subject_type), [])
-        records = [RegisteredRule(p, subject_type, target_type, rule, rule_name) for p in perms]
+        records = [
+            RegisteredRule(p, subject_type, target_type, rule, rule_name, check_only) for p in perms
+        ]
         for record in records:
             clash = [r for r in bucket if (r.permission, r.name) == (record.permission, rule_name)]
             if clash and not replace:
@@ -232,6 +245,7 @@ class Policy:
             combined,
             to_python(combined),
             rule_inputs(combined),
+            _sql_error(combined, records, subject_type, target_type),
         )
         self._plans[key] = plan
         return plan
@@ -261,10 +275,29 @@ def _rule_name(name: str | None, rule: Rule) -> str:
     return name
 
 
-def compile_both_ways(rule: Rule, subject_type: type, target_type: type | None) -> None:
-    """Validate ``rule`` and compile it to Python and to SQL; a ``PolicyError`` if either fails."""
+def _sql_error(
+    rule: Rule, records: tuple[RegisteredRule, ...], subject_type: type, target_type: type | None
+) -> str | None:
+    if not any(r.check_only for r in records):
+        return None
+    try:
+        to_sql(rule, target_type, SYMBOLIC, subject_type=subject_type)
+    except BastionError as exc:
+        names = ", ".join(repr(r.name) for r in records if r.check_only)
+        return f"registered with check_only=True ({names}): {exc}"
+    return None
+
+
+def compile_both_ways(
+    rule: Rule, subject_type: type, target_type: type | None, *, sql: bool = True
+) -> None:
+    """Validate ``rule`` and compile it to Python and to SQL; a ``PolicyError`` if either fails.
+
+    ``sql=False`` (``check_only`` rules) skips the SQL compilation."""
     validate(rule, subject_type, target_type)
     to_python(rule)
+    if not sql:
+        return
     try:
         to_sql(rule, target_type, SYMBOLIC, subject_type=subject_type)
     except BastionError:

@@ -29,6 +29,7 @@ Python (``not (None == "blue")``) would allow it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
 from typing import Literal as TypingLiteral
@@ -49,6 +50,7 @@ __all__ = [
     "Not",
     "Operand",
     "Or",
+    "PythonRule",
     "Related",
     "Rule",
     "Same",
@@ -98,6 +100,10 @@ class Rule:
 
     def children(self) -> tuple[Rule, ...]:
         """The direct sub-rules of this node (empty for leaves)."""
+        return ()
+
+    def operands(self) -> tuple[Operand, ...]:
+        """The values this node reads directly (validated, and part of the SQL cache key)."""
         return ()
 
 
@@ -212,6 +218,9 @@ class Compare(Rule):
     op: str
     right: Operand
 
+    def operands(self) -> tuple[Operand, ...]:
+        return (self.left, self.right)
+
     def __str__(self) -> str:
         return f"({self.left} {self.op} {self.right})"
 
@@ -223,6 +232,9 @@ class In(Rule):
     left: Operand
     values: Operand
 
+    def operands(self) -> tuple[Operand, ...]:
+        return (self.left, self.values)
+
     def __str__(self) -> str:
         return f"{self.left}.in_({self.values})"
 
@@ -233,6 +245,9 @@ class IsNull(Rule):
 
     operand: Operand
     negated: bool = False
+
+    def operands(self) -> tuple[Operand, ...]:
+        return (self.operand,)
 
     def __str__(self) -> str:
         return f"({self.operand} {'!=' if self.negated else '=='} None)"
@@ -265,3 +280,18 @@ class Same(Rule):
 
     def __str__(self) -> str:
         return f"({self.scope} == subject)"
+
+
+@dataclass(frozen=True, slots=True)
+class PythonRule(Rule):
+    """A Python callable ``fn(subject, target, **context) -> bool``: it has **no SQL form**.
+
+    Only accepted by ``Policy.allow(..., check_only=True)``; ``filter`` on a permission that uses
+    one raises ``RuleNotTranslatable`` rather than return a partial list. Two-valued (truthy).
+    """
+
+    fn: Callable[..., Any]
+    name: str
+
+    def __str__(self) -> str:
+        return f"python:{self.name}"

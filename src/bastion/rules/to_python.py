@@ -16,6 +16,7 @@ SQLAlchemy's lazy loader: an attribute that is not loaded on a persistent object
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy.orm.base import instance_state
@@ -33,6 +34,7 @@ from bastion.rules.nodes import (
     Not,
     Operand,
     Or,
+    PythonRule,
     Related,
     Rule,
     Same,
@@ -95,9 +97,19 @@ def _read_slow(obj: Any, key: str) -> Any:
         state = instance_state(obj)
     except (AttributeError, UnmappedInstanceError):
         return getattr(obj, key)
-    if key in state.mapper.attrs and state.key is not None and not state.pending:
+    if (
+        key in state.mapper.attrs
+        and state.key is not None
+        and not state.pending
+        and not LAZY_LOADS_ALLOWED.get()
+    ):
         raise NotLoaded(key)
     return getattr(obj, key)
+
+
+#: Set by the Authorizer while it evaluates a rule that has no SQL form (``check_only``): such a
+#: rule cannot fall back to a query, so missing attributes are loaded the ordinary way.
+LAZY_LOADS_ALLOWED: ContextVar[bool] = ContextVar("bastion_lazy_loads_allowed", default=False)
 
 
 def _scope_reader(scope: str) -> Callable[[Any, Any, Any], Any]:
@@ -269,12 +281,34 @@ def _compare(node: Compare) -> Predicate:
 @register_python(In)
 def _in(node: In) -> Predicate:
     left, values = operand_reader(node.left), operand_reader(node.values)
+    if isinstance(node.values, Literal) and node.values.value:
+        return _in_literal(left, node.values.value)
 
     def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
         vs = values(s, t, c, i)
         if vs is None:
             return None  # a NULL list: nothing is known
         return in_3vl(left(s, t, c, i), vs)
+
+    return pred
+
+
+def _in_literal(left: _Reader, literal: tuple[Any, ...]) -> Predicate:
+    """``x IN (literal, ...)`` as a set lookup (same three-valued answer as :func:`in_3vl`)."""
+    try:
+        members = frozenset(v for v in literal if v is not None)
+    except TypeError:  # unhashable members: the general loop
+        return lambda s, t, c, i: in_3vl(left(s, t, c, i), literal)
+    miss = None if None in literal else False
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        value = left(s, t, c, i)
+        if value is None:
+            return None
+        try:
+            return True if value in members else miss
+        except TypeError:  # an unhashable value is equal to no hashable member
+            return miss
 
     return pred
 
@@ -333,6 +367,12 @@ def _foreign_key_is_subject(owner: Any, key: str, subject: Any) -> bool:
         if value is None or value != remote_values[remote]:
             return False
     return True
+
+
+@register_python(PythonRule)
+def _python_rule(node: PythonRule) -> Predicate:
+    fn = node.fn
+    return lambda s, t, c, i: bool(fn(s, t, **c))
 
 
 @register_python(Same)

@@ -53,6 +53,7 @@ from bastion.rules.nodes import (
     Not,
     Operand,
     Or,
+    PythonRule,
     Related,
     Rule,
     Same,
@@ -242,22 +243,12 @@ def rule_inputs(rule: Rule) -> RuleInputs:
         stack.extend(node.children())
         if isinstance(node, Same) or (isinstance(node, Related) and node.scope == "subject"):
             identity = True
-        for operand in _operands(node):
+        for operand in node.operands():
             if isinstance(operand, Context):
                 names[operand.name] = None
             elif isinstance(operand, Attr) and operand.scope == "subject":
                 attrs[operand.name] = None
     return RuleInputs(tuple(attrs), tuple(names), identity)
-
-
-def _operands(node: Rule) -> tuple[Any, ...]:
-    if isinstance(node, Compare):
-        return (node.left, node.right)
-    if isinstance(node, In):
-        return (node.left, node.values)
-    if isinstance(node, IsNull):
-        return (node.operand,)
-    return ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,6 +515,11 @@ def _as_in(
             sub.correlate_except(me, related)
         )
     return None
+
+
+@register_sql(PythonRule)
+def _python_rule(node: PythonRule, env: SqlEnv) -> SqlValue:
+    raise RuleNotTranslatable(node, "a Python callable has no SQL form")
 
 
 @register_sql(Same)

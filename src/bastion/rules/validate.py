@@ -71,6 +71,9 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
         return
     elif isinstance(node, Same):
         _check_same(node, scopes, top)
+    else:  # node kinds added by other modules: check what they read
+        for operand in node.operands():
+            _operand(operand, scopes, top)
     for child in node.children():
         _walk(child, scopes, top)
 
