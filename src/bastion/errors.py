@@ -9,7 +9,10 @@ caused by the arguments of a call derive from ``InvalidArgument``; a denial rais
     ├── PolicyError                      the policy is misconfigured (raised at registration)
     │   ├── PermissionNotFound           unknown permission (a LookupError; raised by calls too)
     │   ├── InvalidName                  a permission name with quotes, ';', spaces, controls...
+    │   ├── RoleNotFound                 a role name no role has (also a LookupError)
     │   ├── DuplicateRule                the same rule registered twice without replace=True
+    │   ├── DuplicateName                two roles, or two permissions in a role, with one name
+    │   ├── UnusedPermission             declared permissions that no role holds
     │   ├── UnmappedClass                a target class that SQLAlchemy does not map
     │   ├── UnknownAttribute             a rule names an attribute the class does not have
     │   └── RuleNotTranslatable          a rule that cannot be compiled both to Python and to SQL
@@ -27,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "BastionError",
+    "DuplicateName",
     "DuplicateRule",
     "InvalidArgument",
     "InvalidName",
@@ -34,9 +38,11 @@ __all__ = [
     "NotAuthorized",
     "PermissionNotFound",
     "PolicyError",
+    "RoleNotFound",
     "RuleNotTranslatable",
     "UnknownAttribute",
     "UnmappedClass",
+    "UnusedPermission",
 ]
 
 
@@ -66,6 +72,33 @@ class InvalidName(PolicyError, ValueError):
         self.name = name
         self.reason = reason
         super().__init__(f"invalid {kind} name {name!r}: {reason}")
+
+
+class RoleNotFound(PolicyError, LookupError):
+    """``get_role`` returned a name that no role of the policy has."""
+
+    def __init__(self, role: object, known: tuple[object, ...] = ()) -> None:
+        self.role = role
+        self.known = known
+        hint = f"; roles: {', '.join(map(repr, known[:10]))}" if known else ""
+        super().__init__(f"unknown role {role!r}{hint}")
+
+
+class DuplicateName(PolicyError, ValueError):
+    """Two roles of a policy, or two permissions of a role, share a name."""
+
+    def __init__(self, kind: str, name: object, reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{kind} {name!r} {reason}")
+
+
+class UnusedPermission(PolicyError):
+    """Declared permissions that no role holds (a typo in a role, or a permission to remove)."""
+
+    def __init__(self, permissions: list[object]) -> None:
+        self.permissions = permissions
+        super().__init__(f"no role holds {', '.join(map(repr, permissions))}")
 
 
 class DuplicateRule(PolicyError):

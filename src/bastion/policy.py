@@ -201,6 +201,18 @@ class Policy:
         self._plans.clear()
         return records
 
+    def copy(self) -> Policy:
+        """An independent policy with the same permissions and rules."""
+        clone = Policy(self.permissions, name=self.name)
+        clone._rules = {key: list(bucket) for key, bucket in self._rules.items()}
+        return clone
+
+    def adopt(self, other: Policy) -> None:
+        """Take the permissions and rules of ``other`` (a copy changed as one unit of work)."""
+        self._permissions = dict(other._permissions)
+        self._rules = {key: list(bucket) for key, bucket in other._rules.items()}
+        self._plans.clear()
+
     def rules(self) -> tuple[RegisteredRule, ...]:
         """Every registered rule, in registration order per (target, subject)."""
         return tuple(r for bucket in self._rules.values() for r in bucket)

@@ -1,0 +1,468 @@
+"""Static roles declared in code (balrog lineage), compiled into the rule algebra.
+
+A role is a named set of permissions, declared in code, versioned and tested with it; an identity
+has exactly one role in a given context (so two contradicting roles never both apply)::
+
+    read, comment = Permission("article.read"), Permission("article.comment")
+    edit_own = Permission("article.edit", when=target.author_id == subject.id)
+
+    roles = RolePolicy(
+        [
+            Role("anonymous", [read]),
+            Role("user", [read, comment]),
+            Role("author", [read, comment, edit_own]),
+        ],
+        get_identity=lambda request: request.user,  # who asks (balrog-style entry point)
+        get_role=lambda user, request: user.role,  # their role in this context
+    )
+    roles.check("article.comment", request)  # balrog-style: identity and role looked up
+
+Inside the engine, "the subject's role grants P" is a rule node, :class:`RoleGrant`, so roles
+combine with every other rule and are filtered in SQL::
+
+    policy = Policy()
+    roles.register(policy, subject=User, target=Article, role=subject.role)
+    authz.filter(user, "article.edit", Article)  # WHERE users' role 'author' AND author_id = :id
+
+:class:`RoleGrant` compiles to Python as a set lookup (the role names that hold P, plus the roles
+whose permission carries a rule) and to SQL as ``role IN ('user', 'author')`` (or, when the role
+is a subject attribute, folds to TRUE/FALSE while the filter is built). A role whose ``check`` is
+overridden, or a permission whose ``check``/``filter`` is overridden, is Python-only: such a role
+grant cannot be compiled to SQL, so registering it raises ``RuleNotTranslatable`` unless you pass
+``check_only=True`` (then ``filter`` on those permissions raises instead of guessing).
+
+A role name that no role has (e.g. a stale value in a column) grants nothing; the balrog-style
+entry points raise ``RoleNotFound`` for it, as balrog does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Query
+from sqlalchemy.sql import Select
+
+from bastion.errors import (
+    DuplicateName,
+    InvalidArgument,
+    InvalidName,
+    PermissionNotFound,
+    RoleNotFound,
+    RuleNotTranslatable,
+    UnusedPermission,
+)
+from bastion.policy import Policy, validate_permission_name
+from bastion.rules.dsl import AttrExpr, as_rule
+from bastion.rules.nodes import And, Compare, In, Literal, Operand, Or, Rule, junction
+from bastion.rules.to_python import (
+    LAZY_LOADS_ALLOWED,
+    Predicate,
+    operand_reader,
+    register_python,
+    to_python,
+)
+from bastion.rules.to_sql import SqlEnv, SqlValue, compile_sql, operand_sql, register_sql, to_sql
+
+__all__ = ["Permission", "Role", "RoleGrant", "RolePolicy"]
+
+
+class Permission:
+    """A permission a role holds.
+
+    By default holding it is enough (``check`` is True and ``filter`` returns the objects). Give it
+    a declarative rule (``when=target.author_id == subject.id``) to hold it only where the rule is
+    TRUE, in Python and in SQL; or subclass and override :meth:`check` / :meth:`filter` for
+    Python-only logic (whitelists, context such as ``ip=``).
+    """
+
+    def __init__(self, name: Hashable, when: object = None) -> None:
+        self.name = validate_permission_name(name)
+        self.rule: Rule | None = None if when is None else as_rule(when)
+
+    def check(self, identity: Any, *args: Any, **kwargs: Any) -> bool:
+        """Does this permission apply to ``identity`` (extra arguments as given to the call)?"""
+        if self.rule is None:
+            return True
+        target = args[0] if args else None
+        token = LAZY_LOADS_ALLOWED.set(True)
+        try:
+            return to_python(self.rule)(identity, target, kwargs, None) is True
+        finally:
+            LAZY_LOADS_ALLOWED.reset(token)
+
+    def filter(self, identity: Any, objects: Any, *args: Any, **kwargs: Any) -> Any:
+        """``objects`` narrowed to what ``identity`` may reach: a ``Select``/``Query`` gets the
+        rule as SQL, an iterable is filtered in Python; without a rule, ``objects`` unchanged."""
+        if self.rule is None:
+            return objects
+        return apply_rule(self.rule, identity, objects, kwargs)
+
+    @property
+    def python_only(self) -> bool:
+        """True when ``check`` or ``filter`` is overridden: no SQL form."""
+        cls = type(self)
+        return cls.check is not Permission.check or cls.filter is not Permission.filter
+
+    def __repr__(self) -> str:
+        when = "" if self.rule is None else f", when={self.rule}"
+        return f"Permission({self.name!r}{when})"
+
+
+class Role:
+    """A named set of permissions. Subclass and override :meth:`check` for special roles (an admin
+    that may do everything); such a role has no SQL form."""
+
+    def __init__(self, name: str, permissions: Iterable[Permission | Hashable] = ()) -> None:
+        if not isinstance(name, str) or not name or not name.isprintable() or len(name) > 200:
+            raise InvalidName("role", name, "use 1-200 printable characters")
+        self.name = name
+        self.permissions: dict[Hashable, Permission] = {}
+        for item in permissions:
+            permission = item if isinstance(item, Permission) else Permission(item)
+            if permission.name in self.permissions:
+                raise DuplicateName(
+                    "permission", permission.name, f"already registered within role {name!r}"
+                )
+            self.permissions[permission.name] = permission
+
+    def check(self, identity: Any, permission: Hashable, *args: Any, **kwargs: Any) -> bool:
+        """True if this role holds ``permission`` and the permission's own check passes."""
+        try:
+            held = self.permissions[permission]
+        except (KeyError, TypeError):
+            return False
+        return held.check(identity, *args, **kwargs)
+
+    def filter(
+        self, identity: Any, permission: Hashable, objects: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """``objects`` narrowed by the role's permission; nothing if the role lacks it."""
+        held = self.permissions.get(permission)
+        if held is None:
+            return empty_like(objects)
+        return held.filter(identity, objects, *args, **kwargs)
+
+    @property
+    def python_only(self) -> bool:
+        """True when ``check`` or ``filter`` is overridden: no SQL form."""
+        cls = type(self)
+        return cls.check is not Role.check or cls.filter is not Role.filter
+
+    def __repr__(self) -> str:
+        return f"Role({self.name!r}, {list(self.permissions)!r})"
+
+
+class RolePolicy:
+    """A set of roles, with balrog's ``get_identity``/``get_role`` entry points.
+
+    Validated when built: duplicate role names (``DuplicateName``); with ``permissions=`` given,
+    roles naming undeclared permissions (``PermissionNotFound``) and declared permissions that no
+    role holds (``UnusedPermission``). Several role policies may coexist.
+    """
+
+    def __init__(
+        self,
+        roles: Iterable[Role],
+        get_identity: Callable[..., Any] | None = None,
+        get_role: Callable[..., Any] | None = None,
+        *,
+        permissions: Iterable[Hashable] | None = None,
+        name: str = "roles",
+    ) -> None:
+        self.name = name
+        self._get_identity = get_identity
+        self._get_role = get_role
+        self.roles: dict[str, Role] = {}
+        self.permissions: dict[Hashable, Permission] = {}
+        for role in roles:
+            if not isinstance(role, Role):
+                raise InvalidArgument(f"RolePolicy takes Role objects, got {role!r}")
+            if role.name in self.roles:
+                raise DuplicateName("role", role.name, "already registered in this policy")
+            self.roles[role.name] = role
+            for pname, permission in role.permissions.items():
+                self.permissions.setdefault(pname, permission)
+        if permissions is not None:
+            self._validate_declared([validate_permission_name(p) for p in permissions])
+
+    def _validate_declared(self, declared: list[Hashable]) -> None:
+        for role in self.roles.values():
+            for pname in role.permissions:
+                if pname not in declared:
+                    raise PermissionNotFound(pname, tuple(declared))
+        unused = [p for p in declared if p not in self.permissions]
+        if unused:
+            raise UnusedPermission(unused)
+        self.permissions = {p: self.permissions[p] for p in declared}
+
+    # balrog-style entry points -------------------------------------------------------------
+    def get_identity(self, *args: Any, **kwargs: Any) -> Any:
+        """Who is asking: ``get_identity(*args, **kwargs)``."""
+        if self._get_identity is None:
+            raise InvalidArgument(f"{self.name}: no get_identity was configured")
+        return self._get_identity(*args, **kwargs)
+
+    def get_role(self, identity: Any, *args: Any, **kwargs: Any) -> Role:
+        """The identity's role in this context; ``RoleNotFound`` for an unknown role name."""
+        if self._get_role is None:
+            raise InvalidArgument(f"{self.name}: no get_role was configured")
+        name = self._get_role(identity, *args, **kwargs)
+        try:
+            return self.roles[name]
+        except (KeyError, TypeError):
+            raise RoleNotFound(name, tuple(self.roles)) from None
+
+    def require_permission(self, permission: object) -> Hashable:
+        """``permission`` if some role holds it, else ``PermissionNotFound``."""
+        try:
+            known = permission in self.permissions
+        except TypeError:
+            raise InvalidArgument(f"a permission must be hashable, got {permission!r}") from None
+        if not known:
+            raise PermissionNotFound(permission, tuple(self.permissions))
+        return permission
+
+    def check(self, permission: Hashable, *args: Any, **kwargs: Any) -> bool:
+        """Look up the identity and its role, then ``role.check(identity, permission, ...)``.
+        Every extra argument reaches ``get_identity``, ``get_role`` and ``Role.check`` unchanged."""
+        self.require_permission(permission)
+        identity = self.get_identity(*args, **kwargs)
+        role = self.get_role(identity, *args, **kwargs)
+        return role.check(identity, permission, *args, **kwargs)
+
+    def filter(self, permission: Hashable, objects: Any, *args: Any, **kwargs: Any) -> Any:
+        """``objects`` narrowed for the current identity: its role's permission filters them
+        (a ``Select``/``Query`` in SQL); a role without the permission gives nothing."""
+        self.require_permission(permission)
+        identity = self.get_identity(*args, **kwargs)
+        role = self.get_role(identity, *args, **kwargs)
+        return role.filter(identity, permission, objects, *args, **kwargs)
+
+    # the engine ----------------------------------------------------------------------------
+    def grants(self, role: object, permission: Hashable, *, many: bool = False) -> RoleGrant:
+        """The rule "the role read from ``role`` grants ``permission``".
+
+        ``role`` is an attribute (``subject.role``, ``it.role`` of a membership row, ``ctx.role``);
+        ``many=True`` when it holds a collection of role names (any of them may grant).
+        """
+        self.require_permission(permission)
+        if not isinstance(role, AttrExpr):
+            raise InvalidArgument(f"role= takes an attribute such as subject.role, got {role!r}")
+        return RoleGrant(self, permission, role.node, many)
+
+    def register(
+        self,
+        policy: Policy,
+        *,
+        subject: type,
+        role: object,
+        target: type | None = None,
+        many: bool = False,
+        check_only: bool = False,
+    ) -> None:
+        """Declare every permission of these roles in ``policy`` and allow each where the role
+        read from ``role`` grants it. A Python-only role or permission raises
+        ``RuleNotTranslatable`` unless ``check_only=True`` (then only those permissions are
+        check-only). Nothing is registered if anything fails."""
+        rules = {p: self.grants(role, p, many=many) for p in self.permissions}
+        sql_free = {p for p, r in rules.items() if r.python_only_roles()}
+        if sql_free and not check_only:
+            names = ", ".join(sorted(map(repr, sql_free)))
+            raise RuleNotTranslatable(
+                rules[next(iter(sql_free))],
+                f"overridden Role/Permission check or filter methods have no SQL form "
+                f"(permissions {names}); pass check_only=True to allow check() only",
+            )
+        staged = policy.copy()  # all or nothing: build on a copy, then adopt it
+        staged.declare(*rules)
+        for p, rule in rules.items():
+            staged.allow(
+                p,
+                subject=subject,
+                target=target,
+                when=rule,
+                name=f"roles:{self.name}",
+                check_only=p in sql_free,
+            )
+        policy.adopt(staged)
+
+    def __repr__(self) -> str:
+        return f"<RolePolicy {self.name!r}: roles {list(self.roles)}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# the rule node
+
+
+@dataclass(frozen=True, eq=False)
+class RoleGrant(Rule):
+    """The role named by ``role`` (a role name, or a collection of them when ``many``) grants
+    ``permission`` in ``roles``. Compares by identity of the role policy (roles are code)."""
+
+    roles: RolePolicy
+    permission: Hashable
+    role: Operand
+    many: bool = False
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RoleGrant)
+            and other.roles is self.roles
+            and (other.permission, other.role, other.many)
+            == (self.permission, self.role, self.many)
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.roles), self.permission, self.role, self.many))
+
+    def operands(self) -> tuple[Operand, ...]:
+        return (self.role,)
+
+    def children(self) -> tuple[Rule, ...]:
+        return tuple(self.conditional().values())
+
+    def holders(self) -> frozenset[str]:
+        """Roles that hold the permission outright."""
+        return frozenset(
+            name
+            for name, role in self.roles.roles.items()
+            if not role.python_only
+            and self.permission in role.permissions
+            and role.permissions[self.permission].rule is None
+            and not role.permissions[self.permission].python_only
+        )
+
+    def conditional(self) -> dict[str, Rule]:
+        """Roles that hold the permission where a rule holds: role name -> rule."""
+        found: dict[str, Rule] = {}
+        for name, role in self.roles.roles.items():
+            held = role.permissions.get(self.permission)
+            if (
+                not role.python_only
+                and held is not None
+                and not held.python_only
+                and held.rule is not None
+            ):
+                found[name] = held.rule
+        return found
+
+    def python_only_roles(self) -> dict[str, Role]:
+        """Roles whose answer for the permission needs Python (overridden methods)."""
+        return {
+            name: role
+            for name, role in self.roles.roles.items()
+            if role.python_only
+            or (
+                self.permission in role.permissions
+                and role.permissions[self.permission].python_only
+            )
+        }
+
+    def expand(self, role: Operand) -> Rule:
+        """The same rule in core nodes, for a single role value: ``role IN (holders)`` OR, per
+        conditional role, ``role == name AND its rule``."""
+        items: list[Rule] = [In(role, Literal(tuple(sorted(self.holders()))))]
+        for name, rule in self.conditional().items():
+            items.append(junction(And, Compare(role, "==", Literal(name)), rule))
+        return Or(tuple(items))
+
+    def __str__(self) -> str:
+        many = ", many=True" if self.many else ""
+        return f"{self.roles.name}.grants({self.role}, {self.permission!r}{many})"
+
+
+@register_python(RoleGrant)
+def _role_grant_python(node: RoleGrant) -> Predicate:
+    read = operand_reader(node.role)
+    holders = node.holders()
+    conditional = {name: to_python(rule) for name, rule in node.conditional().items()}
+    custom = node.python_only_roles()
+    permission = node.permission
+
+    def one(name: Any, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        if name is None:
+            return None
+        try:
+            if name in holders:
+                return True
+            pred = conditional.get(name)
+            role = custom.get(name) if pred is None else None
+        except TypeError:  # an unhashable "role name" is no role
+            return False
+        if pred is not None:
+            return pred(s, t, c, i)
+        if role is not None:
+            args = () if t is None else (t,)
+            return bool(role.check(s, permission, *args, **c))
+        return False
+
+    if not node.many:
+        return lambda s, t, c, i: one(read(s, t, c, i), s, t, c, i)
+
+    def any_of(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        names = read(s, t, c, i)
+        if names is None:
+            return None
+        result: bool | None = False
+        for name in names:
+            v = one(name, s, t, c, i)
+            if v is True:
+                return True
+            if v is None:
+                result = None
+        return result
+
+    return any_of
+
+
+@register_sql(RoleGrant)
+def _role_grant_sql(node: RoleGrant, env: SqlEnv) -> SqlValue:
+    if node.python_only_roles():
+        raise RuleNotTranslatable(
+            node, f"roles {sorted(node.python_only_roles())} override check/filter in Python"
+        )
+    kind, value = operand_sql(node.role, env)
+    if kind == "sql" and not node.many:
+        return compile_sql(node.expand(node.role), env)
+    if kind == "sql":
+        # Only at registration (symbolic subject): a collection of role names is always a
+        # subject/context value when the filter is built. Check the conditional rules compile.
+        for rule in node.conditional().values():
+            compile_sql(rule, env)
+        return True
+    names = (value,) if not node.many else (() if value is None else tuple(value))
+    return compile_sql(Or(tuple(node.expand(Literal(n)) for n in names)), env)
+
+
+# ---------------------------------------------------------------------------------------------
+# applying a rule to a collection (Permission.filter)
+
+
+def empty_like(objects: Any) -> Any:
+    """The empty result of the same kind as ``objects`` (``Select``/``Query``/list)."""
+    if isinstance(objects, Select):
+        return objects.where(sa.false())
+    if isinstance(objects, Query):
+        return objects.filter(sa.false())
+    return []
+
+
+def apply_rule(rule: Rule, identity: Any, objects: Any, context: Mapping[str, Any]) -> Any:
+    """Narrow ``objects`` by ``rule`` for ``identity``: SQL for a ``Select``/``Query`` (the rule's
+    target is the statement's first entity), Python for an iterable of loaded objects."""
+    if isinstance(objects, (Select, Query)):
+        descriptions = objects.column_descriptions
+        entity = descriptions[0].get("entity") if descriptions else None
+        if entity is None:
+            raise InvalidArgument("cannot tell which entity to filter in this statement")
+        clause = to_sql(rule, entity, identity, context)
+        return objects.where(clause) if isinstance(objects, Select) else objects.filter(clause)
+    predicate = to_python(rule)
+    token = LAZY_LOADS_ALLOWED.set(True)
+    try:
+        return [o for o in objects if predicate(identity, o, context, None) is True]
+    finally:
+        LAZY_LOADS_ALLOWED.reset(token)
