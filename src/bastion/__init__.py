@@ -1,12 +1,13 @@
 """bastion: one authorization policy, compiled to an in-process check and a SQL filter.
 
-The public API is exactly ``__all__`` below (guarded by ``tests/test_public_api.py``); everything
-else is internal.
+The public API is exactly the names listed below (guarded by ``tests/test_public_api.py``);
+everything else is internal.
 """
 
 from bastion.authorizer import Authorizer
 from bastion.errors import (
     BastionError,
+    DuplicateName,
     DuplicateRule,
     InvalidArgument,
     InvalidName,
@@ -14,11 +15,14 @@ from bastion.errors import (
     NotAuthorized,
     PermissionNotFound,
     PolicyError,
+    RoleNotFound,
     RuleNotTranslatable,
     UnknownAttribute,
     UnmappedClass,
+    UnusedPermission,
 )
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy, RegisteredRule
+from bastion.roles import Permission, Role, RoleGrant, RolePolicy
 from bastion.rules import ALLOW, DENY, UNKNOWN, Rule, ctx, it, subject, target
 
 __version__ = "0.1.0"
@@ -30,20 +34,27 @@ __all__ = [
     "UNKNOWN",
     "Authorizer",
     "BastionError",
+    "DuplicateName",
     "DuplicateRule",
     "InvalidArgument",
     "InvalidName",
     "MissingContext",
     "NotAuthorized",
+    "Permission",
     "PermissionNotFound",
     "Plan",
     "Policy",
     "PolicyError",
     "RegisteredRule",
+    "Role",
+    "RoleGrant",
+    "RoleNotFound",
+    "RolePolicy",
     "Rule",
     "RuleNotTranslatable",
     "UnknownAttribute",
     "UnmappedClass",
+    "UnusedPermission",
     "ctx",
     "it",
     "subject",
