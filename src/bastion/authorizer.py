@@ -40,7 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from bastion.errors import InvalidArgument, NotAuthorized, RuleNotTranslatable, UnmappedClass
 from bastion.policy import Plan, Policy
 from bastion.rules.nodes import Or
-from bastion.rules.to_python import LAZY_LOADS_ALLOWED, NotLoaded
+from bastion.rules.to_python import LAZY_LOADS_ALLOWED, SESSION_KEY, NotLoaded
 from bastion.rules.to_sql import SqlEnv, compile_sql, scoped_alias, sql_clause
 from bastion.rules.validate import mapper_of
 
@@ -68,6 +68,7 @@ class Authorizer:
     ) -> bool:
         """May ``subject`` do ``permission`` (on ``target``)? Python when loaded, else one query."""
         plan = self.policy.plan(permission, type(subject), None if target is None else type(target))
+        context[SESSION_KEY] = self.session
         try:
             return plan.predicate(subject, target, context, None) is True
         except NotLoaded:

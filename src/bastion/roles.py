@@ -56,7 +56,18 @@ from bastion.errors import (
 )
 from bastion.policy import Policy, validate_permission_name
 from bastion.rules.dsl import AttrExpr, as_rule
-from bastion.rules.nodes import And, Compare, In, Literal, Operand, Or, Rule, junction
+from bastion.rules.nodes import (
+    And,
+    Attr,
+    Compare,
+    Context,
+    In,
+    Literal,
+    Operand,
+    Or,
+    Rule,
+    junction,
+)
 from bastion.rules.to_python import (
     LAZY_LOADS_ALLOWED,
     Predicate,
@@ -381,10 +392,14 @@ def _role_grant_python(node: RoleGrant) -> Predicate:
     conditional = {name: to_python(rule) for name, rule in node.conditional().items()}
     custom = node.python_only_roles()
     permission = node.permission
+    # A NULL role name gets SQL's answer for ``NULL IN (holders) OR (NULL = 'r' AND rule) ...``:
+    # UNKNOWN, or FALSE when no role holds the permission outright and every rule is FALSE.
+    # Plain ``None`` would differ from the filter under a ``Not``.
+    null_name = to_python(node.expand(Literal(None)))
 
     def one(name: Any, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
         if name is None:
-            return None
+            return null_name(s, t, c, i)
         try:
             if name in holders:
                 return True
@@ -428,13 +443,29 @@ def _role_grant_sql(node: RoleGrant, env: SqlEnv) -> SqlValue:
     if kind == "sql" and not node.many:
         return compile_sql(node.expand(node.role), env)
     if kind == "sql":
-        # Only at registration (symbolic subject): a collection of role names is always a
-        # subject/context value when the filter is built. Check the conditional rules compile.
+        if not (env.symbolic and _is_call_input(node.role)):
+            # A column holding a collection would otherwise compile to TRUE: fail closed.
+            raise RuleNotTranslatable(
+                node,
+                "many=True reads the role names from the subject or the context "
+                "(subject.roles, ctx.roles); a column holding a collection has no SQL form",
+            )
+        # At registration (symbolic subject) the collection is a parameter; when the filter is
+        # built it is a value. Check that the conditional rules compile.
         for rule in node.conditional().values():
             compile_sql(rule, env)
         return True
-    names = (value,) if not node.many else (() if value is None else tuple(value))
+    if node.many and value is None:
+        return None  # no collection at all: UNKNOWN, as in Python (and as ``x IN NULL``)
+    names = (value,) if not node.many else tuple(value)
     return compile_sql(Or(tuple(node.expand(Literal(n)) for n in names)), env)
+
+
+def _is_call_input(operand: Operand) -> bool:
+    """A value known when the filter is built: a subject attribute or a context value."""
+    return isinstance(operand, Context) or (
+        isinstance(operand, Attr) and operand.scope == "subject"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

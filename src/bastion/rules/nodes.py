@@ -106,6 +106,10 @@ class Rule:
         """The values this node reads directly (validated, and part of the SQL cache key)."""
         return ()
 
+    def reads_subject_identity(self) -> bool:
+        """True when the node's SQL depends on which row the subject is (its primary key)."""
+        return False
+
 
 def junction(kind: type[And] | type[Or], left: Rule, right: Rule) -> Rule:
     """``left & right`` / ``left | right``, flattening a left operand of the same kind, so that
@@ -266,6 +270,9 @@ class Related(Rule):
     def children(self) -> tuple[Rule, ...]:
         return (self.where,)
 
+    def reads_subject_identity(self) -> bool:
+        return self.scope == "subject"
+
     def __str__(self) -> str:
         if self.where == Same("it"):
             return f"({self.scope}.{self.name} == subject)"
@@ -277,6 +284,9 @@ class Same(Rule):
     """The object in ``scope`` *is* the subject (same mapped class hierarchy and primary key)."""
 
     scope: Scope
+
+    def reads_subject_identity(self) -> bool:
+        return True
 
     def __str__(self) -> str:
         return f"({self.scope} == subject)"

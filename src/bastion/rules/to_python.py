@@ -40,7 +40,15 @@ from bastion.rules.nodes import (
     Same,
 )
 
-__all__ = ["PYTHON_COMPILERS", "NotLoaded", "Predicate", "register_python", "to_python"]
+__all__ = [
+    "LAZY_LOADS_ALLOWED",
+    "PYTHON_COMPILERS",
+    "SESSION_KEY",
+    "NotLoaded",
+    "Predicate",
+    "register_python",
+    "to_python",
+]
 
 #: ``predicate(subject, target, context, it)`` -> TRUE / FALSE / UNKNOWN (None)
 Predicate = Callable[[Any, Any, Mapping[str, Any], Any], "bool | None"]
@@ -106,6 +114,10 @@ def _read_slow(obj: Any, key: str) -> Any:
         raise NotLoaded(key)
     return getattr(obj, key)
 
+
+#: The context key under which the Authorizer passes its session to predicates that need one
+#: (rules over stored grants). Not a Python identifier, so no caller's ``**context`` collides.
+SESSION_KEY = "bastion session"
 
 #: Set by the Authorizer while it evaluates a rule that has no SQL form (``check_only``): such a
 #: rule cannot fall back to a query, so missing attributes are loaded the ordinary way.

@@ -241,8 +241,7 @@ def rule_inputs(rule: Rule) -> RuleInputs:
     while stack:
         node = stack.pop()
         stack.extend(node.children())
-        if isinstance(node, Same) or (isinstance(node, Related) and node.scope == "subject"):
-            identity = True
+        identity = identity or node.reads_subject_identity()
         for operand in node.operands():
             if isinstance(operand, Context):
                 names[operand.name] = None
@@ -526,6 +525,10 @@ def _python_rule(node: PythonRule, env: SqlEnv) -> SqlValue:
 def _same(node: Same, env: SqlEnv) -> SqlValue:
     if env.subject is None:
         return False
+    if node.scope == "subject":
+        # The subject is itself (as in Python). ``env.entity("subject")`` would be ``it``:
+        # compared with ``it`` inside ``.any()``, or refused outside one.
+        return True
     entity = env.entity(node.scope)
     info = sa_inspect(entity)
     mapper = getattr(info, "mapper", info)

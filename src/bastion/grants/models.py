@@ -1,0 +1,268 @@
+"""The stored three-tier grant model, on the application's own declarative base.
+
+::
+
+    user ──┬── user_permissions ─────────────────────────────► permission
+           ├── user_bundles ──► bundle ── bundle_permissions ─► permission
+           └── user_groups ───► group ──┬── group_permissions ─► permission
+                                        └── group_bundles ──► bundle ── bundle_permissions ─► ...
+
+A user holds a permission **directly**, **through a bundle**, or **through a group** (which holds
+permissions and bundles). Every edge a grant creates (user→permission, user→bundle, user→group,
+group→permission, group→bundle) carries a **scope** (``scope_type``/``scope_id``: ``''``/``''``
+for global, e.g. ``'org'``/``'42'`` for one organisation, or a model name and primary key for one
+object) and an optional validity window (``valid_from``, ``expires_at``). Bundles are definitions:
+``bundle_permissions`` has neither.
+
+Along a path through a group, the grant's scope is the one scoped edge's (or global if both are
+global); two edges scoped differently grant nothing. ``scope_id`` is text: integers as
+``str(n)``, UUIDs as 32 lowercase hex digits, strings as they are (:func:`scope_key`).
+
+:func:`grant_models` builds the tables and classes on *your* base (``DeclarativeBase``,
+Flask-SQLAlchemy's ``db.Model``): nothing lives on a hidden global base. Each user model is added
+with :meth:`GrantModels.register_user` (or :class:`GrantsUserMixin`) and gets its own three link
+tables, so ``User`` and ``ServiceAccount`` can both hold grants. Every link table has a composite
+primary key, ``ON DELETE CASCADE`` foreign keys and an index leading with the permission/bundle/
+group column for the reverse lookups.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import relationship
+
+from bastion.errors import InvalidArgument, PolicyError, UnmappedClass
+
+__all__ = ["GLOBAL", "GrantModels", "UserLinks", "grant_models", "scope_key"]
+
+#: ``(scope_type, scope_id)`` of a global grant.
+GLOBAL = ("", "")
+
+
+def scope_key(value: Any) -> str:
+    """The text stored in ``scope_id`` for a scope value (an int, str or UUID primary key)."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidArgument(f"{value!r} cannot identify a scope")
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, (int, str)):
+        return str(value)
+    raise InvalidArgument(f"scope ids are int, str or UUID values, got {type(value).__name__}")
+
+
+def _edge_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("scope_type", sa.String(64), nullable=False, server_default="", primary_key=True),
+        sa.Column("scope_id", sa.String(255), nullable=False, server_default="", primary_key=True),
+        sa.Column("valid_from", sa.DateTime(), nullable=True),
+        sa.Column("expires_at", sa.DateTime(), nullable=True),
+    ]
+
+
+def _link(
+    metadata: sa.MetaData,
+    name: str,
+    left: tuple[str, sa.Column[Any]],
+    right: tuple[str, sa.Column[Any]],
+    *,
+    edge: bool = True,
+) -> sa.Table:
+    (lname, lcol), (rname, rcol) = left, right
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column(lname, lcol.type, sa.ForeignKey(lcol, ondelete="CASCADE"), primary_key=True),
+        sa.Column(rname, rcol.type, sa.ForeignKey(rcol, ondelete="CASCADE"), primary_key=True),
+        *(_edge_columns() if edge else []),
+        sa.Index(f"ix_{name}_{rname}", rname, lname),
+    )
+
+
+@dataclass
+class UserLinks:
+    """The three link tables of one user model."""
+
+    user_class: type
+    pk: sa.Column[Any]
+    permissions: sa.Table  #: user -> permission (direct grants)
+    bundles: sa.Table  #: user -> bundle
+    groups: sa.Table  #: user -> group (membership)
+
+
+@dataclass
+class GrantModels:
+    """The grant tables and mapped classes built on one declarative base."""
+
+    base: Any
+    prefix: str
+    Permission: Any
+    Bundle: Any
+    Group: Any
+    bundle_permissions: sa.Table
+    group_permissions: sa.Table
+    group_bundles: sa.Table
+    audit: sa.Table
+    users: dict[type, UserLinks] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> sa.MetaData:
+        return self.base.metadata  # type: ignore[no-any-return]
+
+    def register_user(
+        self, user_class: type, primary_key: str | None = None, *, table_prefix: str | None = None
+    ) -> UserLinks:
+        """Create the link tables (and ``permissions``/``bundles``/``groups`` relationships) for
+        ``user_class``. ``primary_key`` names its single primary-key attribute (detected when
+        omitted); any column type works (integer, string, UUID)."""
+        if user_class in self.users:
+            return self.users[user_class]
+        mapper: Any = sa_inspect(user_class, raiseerr=False)
+        if mapper is None:
+            raise UnmappedClass(user_class)
+        pk = _user_pk(mapper, primary_key)
+        table = f"{self.prefix}{table_prefix or mapper.local_table.name}"
+        links = UserLinks(
+            user_class,
+            pk,
+            _link(
+                self.metadata,
+                f"{table}_permissions",
+                ("user_id", pk),
+                ("permission_id", self.Permission.__table__.c.id),
+            ),
+            _link(
+                self.metadata,
+                f"{table}_bundles",
+                ("user_id", pk),
+                ("bundle_id", self.Bundle.__table__.c.id),
+            ),
+            _link(
+                self.metadata,
+                f"{table}_groups",
+                ("user_id", pk),
+                ("group_id", self.Group.__table__.c.id),
+            ),
+        )
+        self.users[user_class] = links
+        _add(user_class, "granted_permissions", self.Permission, links.permissions)
+        _add(user_class, "granted_bundles", self.Bundle, links.bundles)
+        _add(user_class, "user_groups", self.Group, links.groups)
+        return links
+
+    def links_for(self, user_class: type) -> UserLinks | None:
+        """The link tables of ``user_class`` or of its nearest registered base class."""
+        for cls in user_class.__mro__:
+            links = self.users.get(cls)
+            if links is not None:
+                return links
+        return None
+
+
+def _add(cls: type, name: str, target: type, secondary: sa.Table) -> None:
+    if name not in cls.__dict__:
+        setattr(cls, name, relationship(target, secondary=secondary, viewonly=True))
+
+
+def _user_pk(mapper: Any, name: str | None) -> sa.Column[Any]:
+    if name is not None:
+        prop = mapper.attrs.get(name)
+        columns = getattr(prop, "columns", None)
+        if not columns:
+            raise PolicyError(f"{mapper.class_.__name__}.{name} is not a column")
+        return columns[0]  # type: ignore[no-any-return]
+    if len(mapper.primary_key) != 1:
+        raise PolicyError(
+            f"{mapper.class_.__name__} needs a single-column primary key to hold grants "
+            f"(it has {len(mapper.primary_key)}); name one with primary_key="
+        )
+    return mapper.primary_key[0]  # type: ignore[no-any-return]
+
+
+def grant_models(base: Any, *, prefix: str = "bastion_") -> GrantModels:
+    """Build the permission, bundle, group, link and audit tables on ``base`` (a declarative
+    base class or Flask-SQLAlchemy's ``db.Model``); table names start with ``prefix``."""
+    if not hasattr(base, "metadata") or not hasattr(base, "registry"):
+        raise InvalidArgument(f"grant_models() takes a declarative base class, got {base!r}")
+    metadata: sa.MetaData = base.metadata
+    existing = getattr(base, "_bastion_grant_models", {})
+    if prefix in existing:
+        return existing[prefix]  # type: ignore[no-any-return]
+
+    def entity(name: str, table: str, columns: dict[str, Any]) -> Any:
+        attrs = {"__tablename__": f"{prefix}{table}", "__table_args__": {}, **columns}
+        return type(name, (base,), attrs)
+
+    permission = entity(
+        "BastionPermission",
+        "permissions",
+        {
+            "id": sa.Column(sa.Integer, primary_key=True),
+            "token": sa.Column(sa.String(255), nullable=False, unique=True),
+            "description": sa.Column(sa.Text, nullable=False, server_default=""),
+            "__repr__": lambda self: f"<Permission {self.token!r}>",
+        },
+    )
+    bundle = entity(
+        "BastionBundle",
+        "bundles",
+        {
+            "id": sa.Column(sa.Integer, primary_key=True),
+            "label": sa.Column(sa.String(255), nullable=False, unique=True),
+            "__repr__": lambda self: f"<Bundle {self.label!r}>",
+        },
+    )
+    group = entity(
+        "BastionGroup",
+        "groups",
+        {
+            "id": sa.Column(sa.Integer, primary_key=True),
+            "label": sa.Column(sa.String(255), nullable=False, unique=True),
+            "__repr__": lambda self: f"<Group {self.label!r}>",
+        },
+    )
+    pid, bid, gid = permission.__table__.c.id, bundle.__table__.c.id, group.__table__.c.id
+    bundle_permissions = _link(
+        metadata,
+        f"{prefix}bundle_permissions",
+        ("bundle_id", bid),
+        ("permission_id", pid),
+        edge=False,
+    )
+    group_permissions = _link(
+        metadata, f"{prefix}group_permissions", ("group_id", gid), ("permission_id", pid)
+    )
+    group_bundles = _link(metadata, f"{prefix}group_bundles", ("group_id", gid), ("bundle_id", bid))
+    audit = sa.Table(
+        f"{prefix}audit",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("at", sa.DateTime(), nullable=False, server_default=sa.func.current_timestamp()),
+        sa.Column("actor", sa.String(255), nullable=True),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("subject", sa.String(255), nullable=False),
+        sa.Column("object", sa.String(255), nullable=False, server_default=""),
+        sa.Column("scope", sa.String(320), nullable=False, server_default=""),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Index(f"ix_{prefix}audit_at", "at"),
+    )
+    bundle.permissions = relationship(permission, secondary=bundle_permissions, viewonly=True)
+    group.permissions = relationship(permission, secondary=group_permissions, viewonly=True)
+    group.bundles = relationship(bundle, secondary=group_bundles, viewonly=True)
+    models = GrantModels(
+        base,
+        prefix,
+        permission,
+        bundle,
+        group,
+        bundle_permissions,
+        group_permissions,
+        group_bundles,
+        audit,
+    )
+    base._bastion_grant_models = {**existing, prefix: models}
+    return models

@@ -1,0 +1,501 @@
+"""``HasGrant``: "the subject holds permission P (in scope S)", as a rule node.
+
+SQL: ``EXISTS`` over the three tiers, each branch an index seek from the subject's key::
+
+    EXISTS (SELECT 1 FROM user_permissions up
+            WHERE up.user_id = :u AND up.permission_id = (SELECT id FROM permissions
+                                                          WHERE token = :p)
+              AND <scope matches> AND <valid now>)
+    OR EXISTS (... user_bundles ub JOIN bundle_permissions bp ...)
+    OR EXISTS (... user_groups ug JOIN group_permissions gp ...)
+    OR EXISTS (... user_groups ug JOIN group_bundles gb JOIN bundle_permissions bp ...)
+
+Where the scope is a target column and the node is not under a ``NOT``, the scoped part becomes
+``target.org_id IN (SELECT CAST(scope_id AS INTEGER) ...)``, which the database answers from the
+subject's few grants instead of testing every row.
+
+Python: a set lookup in the subject's *effective grants*, loaded in one query the first time a
+check needs them and cached in ``session.info``. The cache follows the transaction: a grant or
+revoke written through :class:`~bastion.grants.store.GrantStore` with the same session clears it
+(the next check reloads), and so do ``commit`` and ``rollback``; a new session starts empty and
+sees what other processes committed. Validity windows are evaluated against the database clock:
+in SQL directly, in Python at the instant the effective grants were loaded (returned by the same
+query).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
+
+from bastion.errors import InvalidArgument, RuleNotTranslatable
+from bastion.grants.models import GLOBAL, GrantModels, UserLinks, scope_key
+from bastion.policy import validate_permission_name
+from bastion.rules.dsl import AttrExpr
+from bastion.rules.nodes import Literal, Operand, Rule
+from bastion.rules.to_python import SESSION_KEY, Predicate, operand_reader, register_python
+from bastion.rules.to_sql import SqlEnv, SqlValue, operand_sql, register_sql
+
+__all__ = [
+    "SESSION_KEY",
+    "EffectiveGrants",
+    "HasGrant",
+    "effective_grants",
+    "forget_grants",
+    "holds_rule",
+    "utcnow",
+]
+
+_CACHE_KEY = "bastion.effective_grants"
+
+
+class utcnow(FunctionElement[datetime]):  # noqa: N801 - a SQL function name
+    """The database's current time in UTC, as a naive timestamp (how grants store times)."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@compiles(utcnow)
+def _utcnow_default(element: Any, compiler: Any, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(utcnow, "postgresql")
+def _utcnow_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    return "(now() AT TIME ZONE 'utc')"
+
+
+@compiles(utcnow, "sqlite")
+def _utcnow_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    # SQLAlchemy stores SQLite datetimes as 'YYYY-MM-DD HH:MM:SS.ffffff': compare like with like.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+# ---------------------------------------------------------------------------------------------
+# the node
+
+
+@dataclass(frozen=True, eq=False)
+class HasGrant(Rule):
+    """The subject holds ``permission`` (a stored permission token), globally or in a scope.
+
+    ``scope_type``/``scope``: ``None`` for "globally"; ``("org", target.org_id)`` style for a
+    scope whose id is read from an operand; ``object_scope`` for "on this very object" (scope type
+    = the target's mapped class name, id = its primary key). A global grant holds in every scope.
+    Two-valued: a NULL scope id matches only global grants.
+    """
+
+    models: GrantModels
+    permission: str
+    scope_type: str = ""
+    scope: Operand | None = None
+    object_scope: bool = False
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, HasGrant)
+            and other.models is self.models
+            and (
+                other.permission,
+                other.scope_type,
+                other.scope,
+                other.object_scope,
+            )
+            == (self.permission, self.scope_type, self.scope, self.object_scope)
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.models), self.permission, self.scope_type, self.scope))
+
+    def operands(self) -> tuple[Operand, ...]:
+        return () if self.scope is None else (self.scope,)
+
+    def reads_subject_identity(self) -> bool:
+        return True  # the grants are looked up by the subject's key
+
+    def __str__(self) -> str:
+        where = ""
+        if self.object_scope:
+            where = " on target"
+        elif self.scope is not None:
+            where = f" in {self.scope_type} {self.scope}"
+        return f"holds({self.permission!r}{where})"
+
+
+# ---------------------------------------------------------------------------------------------
+# effective grants (the Python path)
+
+
+@dataclass(frozen=True)
+class EffectiveGrants:
+    """A subject's grants valid at ``now``: ``(token, scope_type, scope_id)`` triples, with the
+    tier each came from (for listing and explanations)."""
+
+    now: datetime | None
+    valid: frozenset[tuple[str, str, str]]
+    sources: tuple[tuple[str, str, str, str], ...]  #: (token, scope_type, scope_id, tier)
+
+    def holds(self, token: str, scope: tuple[str, str] = GLOBAL) -> bool:
+        """Held globally, or in ``scope``."""
+        return (token, "", "") in self.valid or (token, *scope) in self.valid
+
+
+def _valid(edge: Any) -> ColumnElement[bool]:
+    now = utcnow()
+    return sa.and_(
+        sa.or_(edge.c.valid_from.is_(None), edge.c.valid_from <= now),
+        sa.or_(edge.c.expires_at.is_(None), edge.c.expires_at > now),
+    )
+
+
+#: The columns of :func:`effective_query`: the permission, the tier, then both edges.
+_PATH_COLUMNS = (
+    "token",
+    "tier",
+    "a_type",
+    "a_id",
+    "a_from",
+    "a_until",
+    "b_type",
+    "b_id",
+    "b_from",
+    "b_until",
+)
+
+
+def effective_query(models: GrantModels, links: UserLinks, user_id: Any) -> sa.Select[Any]:
+    """One statement listing every path by which ``user_id`` holds a permission, with both edges'
+    scope and validity (the second edge is NULL for one-edge paths) and the database time."""
+    p = models.Permission.__table__
+    up, ub, ug = links.permissions, links.bundles, links.groups
+    bp, gp, gb = models.bundle_permissions, models.group_permissions, models.group_bundles
+    null_text, null_time = sa.null().cast(sa.String), sa.null().cast(sa.DateTime)
+    one_edge = (null_text, null_text, null_time, null_time)
+
+    def cols(tier: str, a: Any, b: Any) -> list[Any]:
+        second = (
+            one_edge
+            if b is None
+            else (b.c.scope_type, b.c.scope_id, b.c.valid_from, b.c.expires_at)
+        )
+        values = (p.c.token, sa.literal(tier), a.c.scope_type, a.c.scope_id, a.c.valid_from)
+        values += (a.c.expires_at, *second)
+        return [value.label(name) for value, name in zip(values, _PATH_COLUMNS, strict=True)]
+
+    branches = [
+        sa.select(*cols("direct", up, None))
+        .join_from(up, p, p.c.id == up.c.permission_id)
+        .where(up.c.user_id == user_id),
+        sa.select(*cols("bundle", ub, None))
+        .join_from(ub, bp, bp.c.bundle_id == ub.c.bundle_id)
+        .join(p, p.c.id == bp.c.permission_id)
+        .where(ub.c.user_id == user_id),
+        sa.select(*cols("group", ug, gp))
+        .join_from(ug, gp, gp.c.group_id == ug.c.group_id)
+        .join(p, p.c.id == gp.c.permission_id)
+        .where(ug.c.user_id == user_id),
+        sa.select(*cols("group bundle", ug, gb))
+        .join_from(ug, gb, gb.c.group_id == ug.c.group_id)
+        .join(bp, bp.c.bundle_id == gb.c.bundle_id)
+        .join(p, p.c.id == bp.c.permission_id)
+        .where(ug.c.user_id == user_id),
+    ]
+    paths = sa.union_all(*branches).subquery("paths")
+    return sa.select(paths, utcnow().label("now"))
+
+
+def _combine(a: tuple[str, str], b: tuple[str | None, str | None]) -> tuple[str, str] | None:
+    if b[0] is None or b == GLOBAL:
+        return a
+    if a in (GLOBAL, b):
+        return b  # type: ignore[return-value]
+    return None  # scoped differently on the two edges: grants nothing
+
+
+def _in_window(now: datetime | None, start: Any, end: Any) -> bool:
+    if now is None:
+        return start is None and end is None
+    return (start is None or start <= now) and (end is None or end > now)
+
+
+def load_effective(session: Session, models: GrantModels, subject: Any) -> EffectiveGrants | None:
+    """Query ``subject``'s effective grants (one statement); None for a subject with no links."""
+    links = models.links_for(type(subject))
+    if links is None:
+        return None
+    user_id = _subject_id(subject, links)
+    if user_id is None:
+        return None
+    rows = session.execute(effective_query(models, links, user_id)).all()
+    now = rows[0].now if rows else None
+    if isinstance(now, str):  # pragma: no cover - drivers that do not parse the function type
+        now = datetime.fromisoformat(now)
+    valid: set[tuple[str, str, str]] = set()
+    sources: list[tuple[str, str, str, str]] = []
+    for row in rows:
+        scope = _combine((row[2], row[3]), (row[6], row[7]))
+        windows = _in_window(now, row[4], row[5]) and (
+            row[6] is None or _in_window(now, row[8], row[9])
+        )
+        if scope is not None and windows:
+            valid.add((row[0], *scope))
+            sources.append((row[0], *scope, row[1]))
+    return EffectiveGrants(now, frozenset(valid), tuple(sources))
+
+
+def effective_grants(session: Session, models: GrantModels, subject: Any) -> EffectiveGrants | None:
+    """The cached effective grants of ``subject`` in ``session`` (loaded on first use)."""
+    cache: dict[Any, EffectiveGrants | None] = session.info.setdefault(_CACHE_KEY, {})
+    key = (id(models), _identity(subject))
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    found = load_effective(session, models, subject)
+    cache[key] = found
+    return found
+
+
+def forget_grants(session: Session) -> None:
+    """Drop the cached effective grants of every subject in ``session``."""
+    session.info.pop(_CACHE_KEY, None)
+
+
+def _identity(subject: Any) -> Any:
+    state = sa_inspect(subject, raiseerr=False)
+    return id(subject) if state is None or state.key is None else state.key
+
+
+def _subject_id(subject: Any, links: UserLinks) -> Any:
+    state = sa_inspect(subject, raiseerr=False)
+    if state is None or state.key is None:
+        return None  # a transient subject has no stored grants
+    mapper = state.mapper
+    return state.attrs[mapper.get_property_by_column(links.pk).key].value
+
+
+for _event in ("after_commit", "after_rollback", "after_soft_rollback"):
+    sa.event.listen(Session, _event, lambda session, *args: forget_grants(session))
+
+
+# ---------------------------------------------------------------------------------------------
+# compilers
+
+
+def _object_scope_type(entity: Any) -> str:
+    return str(sa_inspect(entity).mapper.class_.__name__)
+
+
+@register_python(HasGrant)
+def _has_grant_python(node: HasGrant) -> Predicate:
+    models, token = node.models, node.permission
+    read = operand_reader(node.scope) if node.scope is not None else None
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
+        try:
+            session = c[SESSION_KEY]
+        except KeyError:
+            raise InvalidArgument(
+                "rules with stored grants are evaluated by an Authorizer (they need its session)"
+            ) from None
+        grants = effective_grants(session, models, s)
+        if grants is None:
+            return False
+        if (token, "", "") in grants.valid:
+            return True
+        if node.object_scope:
+            if t is None:
+                return False
+            state = sa_inspect(t)
+            if state.key is None or len(state.key[1]) != 1:
+                return False
+            scope = (type(t).__name__, scope_key(state.key[1][0]))
+        elif read is not None:
+            value = read(s, t, c, i)
+            if value is None:
+                return False
+            scope = (node.scope_type, scope_key(value))
+        else:
+            return False
+        return (token, *scope) in grants.valid
+
+    return pred
+
+
+def _tiers(
+    models: GrantModels, links: UserLinks, user_id: Any, token: str
+) -> list[tuple[sa.Select[Any], list[Any]]]:
+    """Per tier: a SELECT FROM its tables (subject and permission fixed) and its scoped edges."""
+    p = models.Permission.__table__
+    pid = sa.select(p.c.id).where(p.c.token == token).scalar_subquery()
+    up, ub, ug = links.permissions, links.bundles, links.groups
+    bp, gp, gb = models.bundle_permissions, models.group_permissions, models.group_bundles
+    return [
+        (
+            sa.select(sa.literal(1))
+            .select_from(up)
+            .where(up.c.user_id == user_id, up.c.permission_id == pid),
+            [up],
+        ),
+        (
+            sa.select(sa.literal(1))
+            .select_from(ub.join(bp, bp.c.bundle_id == ub.c.bundle_id))
+            .where(ub.c.user_id == user_id, bp.c.permission_id == pid),
+            [ub],
+        ),
+        (
+            sa.select(sa.literal(1))
+            .select_from(ug.join(gp, gp.c.group_id == ug.c.group_id))
+            .where(ug.c.user_id == user_id, gp.c.permission_id == pid),
+            [ug, gp],
+        ),
+        (
+            sa.select(sa.literal(1))
+            .select_from(
+                ug.join(gb, gb.c.group_id == ug.c.group_id).join(
+                    bp, bp.c.bundle_id == gb.c.bundle_id
+                )
+            )
+            .where(ug.c.user_id == user_id, bp.c.permission_id == pid),
+            [ug, gb],
+        ),
+    ]
+
+
+def _is_global(edge: Any) -> ColumnElement[bool]:
+    return sa.and_(edge.c.scope_type == "", edge.c.scope_id == "")
+
+
+@register_sql(HasGrant)
+def _has_grant_sql(node: HasGrant, env: SqlEnv) -> SqlValue:
+    if env.symbolic:
+        return _symbolic(node, env)
+    links = node.models.links_for(type(env.subject)) if env.subject is not None else None
+    user_id = _subject_id(env.subject, links) if links is not None else None
+    if links is None or user_id is None:
+        return False  # no stored grants for this subject
+    scope_type, scope_value = _scope(node, env)
+    tiers = _tiers(node.models, links, user_id, node.permission)
+    global_only = [
+        stmt.where(*(_is_global(e) for e in edges), *(_valid(e) for e in edges)).exists()
+        for stmt, edges in tiers
+    ]
+    if scope_value is None:
+        return sa.or_(*global_only)
+    kind, value = scope_value
+    if kind == "value":
+        key = scope_key(value)
+        scoped = [
+            stmt.where(
+                *(
+                    sa.or_(
+                        _is_global(e), sa.and_(e.c.scope_type == scope_type, e.c.scope_id == key)
+                    )
+                    for e in edges
+                ),
+                *(_valid(e) for e in edges),
+            ).exists()
+            for stmt, edges in tiers
+        ]
+        return sa.or_(*scoped)
+    return _scoped_by_column(tiers, scope_type, value, env, global_only)
+
+
+def _scoped_by_column(
+    tiers: list[tuple[sa.Select[Any], list[Any]]],
+    scope_type: str,
+    column: Any,
+    env: SqlEnv,
+    global_only: list[Any],
+) -> SqlValue:
+    """The scope id is a column of the target: IN (positive polarity) or correlated EXISTS."""
+    column_type = column.type
+
+    def typed(edge: Any) -> Any:
+        # CASE first, so that other scope types' ids are never cast (PostgreSQL would fail).
+        return sa.cast(sa.case((edge.c.scope_type == scope_type, edge.c.scope_id)), column_type)
+
+    parts: list[Any] = list(global_only)
+    for stmt, edges in tiers:
+        scoped_edges = list(edges)
+        for chosen in scoped_edges:  # the scoped edge of the path; the others global or equal
+            others = [e for e in scoped_edges if e is not chosen]
+            where = [
+                chosen.c.scope_type == scope_type,
+                *(
+                    sa.or_(
+                        _is_global(o),
+                        sa.and_(
+                            o.c.scope_type == chosen.c.scope_type, o.c.scope_id == chosen.c.scope_id
+                        ),
+                    )
+                    for o in others
+                ),
+                *(_valid(e) for e in edges),
+            ]
+            if env.positive:
+                ids = stmt.with_only_columns(typed(chosen)).where(*where)
+                parts.append(column.in_(ids))
+            else:
+                parts.append(stmt.where(*where, typed(chosen) == column).exists())
+    return sa.or_(*parts)
+
+
+def _scope(node: HasGrant, env: SqlEnv) -> tuple[str, tuple[str, Any] | None]:
+    if node.object_scope:
+        entity = env.entity("target")
+        mapper = sa_inspect(entity).mapper
+        if len(mapper.primary_key) != 1:
+            raise RuleNotTranslatable(node, "object scopes need a single-column primary key")
+        key = mapper.get_property_by_column(mapper.primary_key[0]).key
+        return _object_scope_type(entity), ("sql", getattr(entity, key))
+    if node.scope is None:
+        return "", None
+    return node.scope_type, operand_sql(node.scope, env)
+
+
+def _symbolic(node: HasGrant, env: SqlEnv) -> SqlValue:
+    """At registration: check the scope operand compiles (the shape needs a real subject)."""
+    if env.subject_type is None or node.models.links_for(env.subject_type) is None:
+        registered = ", ".join(c.__name__ for c in node.models.users) or "none"
+        raise RuleNotTranslatable(
+            node,
+            f"the subject type {getattr(env.subject_type, '__name__', env.subject_type)} holds "
+            f"no stored grants (registered user models: {registered})",
+        )
+    _scope(node, env)
+    return True
+
+
+def holds_rule(
+    models: GrantModels,
+    permission: Hashable,
+    *,
+    scope: tuple[str, Any] | None = None,
+    on_target: bool = False,
+) -> HasGrant:
+    """The rule "the subject holds stored permission ``permission``": globally (no ``scope``),
+    in a scope (``scope=("org", target.org_id)``, a subject attribute, ``ctx`` value or literal),
+    or on the target object itself (``on_target=True``). A global grant holds in every scope."""
+    token = validate_permission_name(permission)
+    if not isinstance(token, str):
+        raise InvalidArgument(f"stored permissions are strings, got {permission!r}")
+    if on_target:
+        return HasGrant(models, token, object_scope=True)
+    if scope is None:
+        return HasGrant(models, token)
+    scope_type, value = scope
+    if not isinstance(scope_type, str) or not scope_type or len(scope_type) > 64:
+        raise InvalidArgument(f"a scope type is a non-empty string, got {scope_type!r}")
+    operand = value.node if isinstance(value, AttrExpr) else Literal(value)
+    return HasGrant(models, token, scope_type, operand)
