@@ -188,8 +188,8 @@ def effective_query(models: GrantModels, links: UserLinks, user_id: Any) -> sa.S
             if b is None
             else (b.c.scope_type, b.c.scope_id, b.c.valid_from, b.c.expires_at)
         )
-        values = (p.c.token, sa.literal(tier), a.c.scope_type, a.c.scope_id, a.c.valid_from)
-        values += (a.c.expires_at, *second)
+        first = (a.c.scope_type, a.c.scope_id, a.c.valid_from, a.c.expires_at)
+        values: tuple[Any, ...] = (p.c.token, sa.literal(tier), *first, *second)
         return [value.label(name) for value, name in zip(values, _PATH_COLUMNS, strict=True)]
 
     branches = [
