@@ -59,6 +59,9 @@ class Authorizer:
             raise InvalidArgument(f"Authorizer needs a Policy, got {policy!r}")
         self.policy = policy
         self.session = session
+        # The policy's plans by (permission, subject type, type(target)): ``type(None)`` for no
+        # target, so the hot path needs no branch. Shared with the policy, which clears it.
+        self._plans = policy.plans_by_call_key
         #: compile a top-level OR to ``pk IN (branch UNION ALL branch ...)`` (index friendly)
         self.union_branches = union_branches
 
@@ -67,7 +70,10 @@ class Authorizer:
         self, subject: Any, permission: Hashable, target: Any = None, /, **context: Any
     ) -> bool:
         """May ``subject`` do ``permission`` (on ``target``)? Python when loaded, else one query."""
-        plan = self.policy.plan(permission, type(subject), None if target is None else type(target))
+        try:  # the hot path: one dict lookup of the compiled plan
+            plan = self._plans[(permission, type(subject), type(target))]
+        except (KeyError, TypeError):
+            plan = self._plan(permission, subject, target)
         context[SESSION_KEY] = self.session
         try:
             return plan.predicate(subject, target, context, None) is True
@@ -80,6 +86,12 @@ class Authorizer:
             return plan.predicate(subject, target, context, None) is True
         finally:
             LAZY_LOADS_ALLOWED.reset(token)
+
+    def _plan(self, permission: Hashable, subject: Any, target: Any) -> Plan:
+        target_type = None if target is None else type(target)
+        plan = self.policy.plan(permission, type(subject), target_type)  # validates, may raise
+        self._plans[(permission, type(subject), type(target))] = plan
+        return plan
 
     def authorize(
         self, subject: Any, permission: Hashable, target: Any = None, /, **context: Any

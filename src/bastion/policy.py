@@ -132,6 +132,9 @@ class Policy:
         self._permissions: dict[Hashable, None] = {}
         self._rules: dict[tuple[type | None, type], list[RegisteredRule]] = {}
         self._plans: dict[tuple[Hashable, type, type | None], Plan] = {}
+        #: plans keyed as ``Authorizer.check`` looks them up (``type(None)`` for no target);
+        #: cleared with ``_plans`` whenever the policy changes
+        self.plans_by_call_key: dict[tuple[Hashable, type, type], Plan] = {}
         self.declare(*permissions)
 
     # permissions -------------------------------------------------------------------------
@@ -199,6 +202,7 @@ class Policy:
         kept = [r for r in bucket if (r.permission, r.name) not in {(p, rule_name) for p in perms}]
         self._rules[(target_type, subject_type)] = kept + records
         self._plans.clear()
+        self.plans_by_call_key.clear()
         return records
 
     def copy(self) -> Policy:
@@ -212,6 +216,7 @@ class Policy:
         self._permissions = dict(other._permissions)
         self._rules = {key: list(bucket) for key, bucket in other._rules.items()}
         self._plans.clear()
+        self.plans_by_call_key.clear()
 
     def rules(self) -> tuple[RegisteredRule, ...]:
         """Every registered rule, in registration order per (target, subject)."""

@@ -416,6 +416,8 @@ def _role_grant_python(node: RoleGrant) -> Predicate:
 
     if not node.many:
         return lambda s, t, c, i: one(read(s, t, c, i), s, t, c, i)
+    if not conditional and not custom:
+        return _any_holder(read, holders, one)
 
     def any_of(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
         names = read(s, t, c, i)
@@ -431,6 +433,24 @@ def _role_grant_python(node: RoleGrant) -> Predicate:
         return result
 
     return any_of
+
+
+def _any_holder(read: Any, holders: frozenset[str], one: Any) -> Predicate:
+    """``many=True`` with plain roles only: one set operation (the common, hot case)."""
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool | None:
+        names = read(s, t, c, i)
+        if names is None:
+            return None
+        try:
+            if not holders.isdisjoint(names):
+                return True
+            return None if None in names else False
+        except TypeError:  # unhashable names: the general loop
+            found = [one(n, s, t, c, i) for n in names]
+            return True if True in found else (None if None in found else False)
+
+    return pred
 
 
 @register_sql(RoleGrant)

@@ -125,9 +125,12 @@ class Policy:
 
     def _check_permission(self, permission: Hashable) -> None:
         if self.permissions and permission not in self.permissions:
-            raise PermissionNotFound(
+            error = PermissionNotFound(
                 f"Permission {permission} was not found in the list of all permissions."
             )
+            # balrog's message as the only argument; bastion's attributes for bastion callers
+            error.permission, error.known = permission, tuple(self.permissions)
+            raise error
 
     def get_identity(self, *args: Any, **kwargs: Any) -> Any:
         """The currently authenticated identity, from the ``get_identity`` callback."""

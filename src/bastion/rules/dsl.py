@@ -95,6 +95,14 @@ it = Root("it")
 ctx = _CtxRoot()
 
 
+def _as_tuple(values: Iterable[object]) -> tuple[object, ...]:
+    """A literal collection as a tuple; sets in a canonical order, so equal sets give equal
+    (and equally cached) rules."""
+    if not isinstance(values, (set, frozenset)):
+        return tuple(values)
+    return tuple(sorted(values, key=lambda v: (type(v).__name__, repr(v))))
+
+
 def _operand(value: object) -> Operand:
     if isinstance(value, AttrExpr):
         return value.node
@@ -105,7 +113,7 @@ def _operand(value: object) -> Operand:
     if isinstance(value, Rule):
         raise TypeError(f"a rule cannot be used as a value: {value}")
     if isinstance(value, (list, set, frozenset)):
-        return Literal(tuple(value))
+        return Literal(_as_tuple(value))
     return Literal(value)
 
 
@@ -157,7 +165,7 @@ class AttrExpr:
             raise TypeError(f"in_() takes a collection, got {values!r}")
         if isinstance(values, AttrExpr):
             return In(self.node, values.node)
-        return In(self.node, Literal(tuple(values)))
+        return In(self.node, Literal(_as_tuple(values)))
 
     def not_in(self, values: object) -> Rule:
         """``NOT IN`` (three-valued, like SQL)."""

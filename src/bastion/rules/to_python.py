@@ -90,8 +90,15 @@ def to_python(rule: Rule) -> Predicate:
 # reading values
 
 
+#: Classes seen not to be mapped by SQLAlchemy: their attributes are read with plain getattr
+#: (e.g. a subject class with ``__slots__``, which has no ``__dict__`` to look in).
+_UNMAPPED: set[type] = set()
+
+
 def read_attribute(obj: Any, key: str) -> Any:
     """``obj.key`` without lazy loading; raises :class:`NotLoaded` if a query would be needed."""
+    if type(obj) in _UNMAPPED:
+        return getattr(obj, key)
     try:
         return obj.__dict__[key]
     except (KeyError, AttributeError):
@@ -104,6 +111,8 @@ def _read_slow(obj: Any, key: str) -> Any:
     try:
         state = instance_state(obj)
     except (AttributeError, UnmappedInstanceError):
+        if not hasattr(type(obj), "_sa_class_manager"):
+            _UNMAPPED.add(type(obj))
         return getattr(obj, key)
     if (
         key in state.mapper.attrs
@@ -148,10 +157,30 @@ def operand_reader(operand: Operand) -> _Reader:
 
         return read_context
     key = operand.name
+    unmapped = _UNMAPPED
+    # read_attribute() inlined: these readers run on every check.
     if operand.scope == "target":
-        return lambda s, t, c, i: read_attribute(t, key)
+
+        def read_target(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Any:
+            if type(t) in unmapped:
+                return getattr(t, key)
+            try:
+                return t.__dict__[key]
+            except (KeyError, AttributeError):
+                return _read_slow(t, key)
+
+        return read_target
     if operand.scope == "subject":
-        return lambda s, t, c, i: read_attribute(s, key)
+
+        def read_subject(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Any:
+            if type(s) in unmapped:
+                return getattr(s, key)
+            try:
+                return s.__dict__[key]
+            except (KeyError, AttributeError):
+                return _read_slow(s, key)
+
+        return read_subject
     return lambda s, t, c, i: read_attribute(i, key)
 
 

@@ -56,13 +56,16 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
     if isinstance(node, Compare):
         _check_compare(node, scopes, top)
     elif isinstance(node, In):
-        _operand(node.left, scopes, top)
+        prop = _operand(node.left, scopes, top)
         if isinstance(node.values, Attr) and node.values.scope != "subject":
             raise RuleNotTranslatable(
                 top,
                 f"in_() takes a literal list, a subject attribute or ctx value, not {node.values}",
             )
         _operand(node.values, scopes, top)
+        if prop is not None and isinstance(node.values, Literal):
+            for value in node.values.value:
+                _check_literal(prop, value, top)
     elif isinstance(node, IsNull):
         _operand(node.operand, scopes, top)
     elif isinstance(node, Related):
