@@ -77,7 +77,13 @@ class Authorizer:
         context[SESSION_KEY] = self.session
         try:
             return plan.predicate(subject, target, context, None) is True
-        except NotLoaded:
+        except NotLoaded as missing:
+            if missing.prefetch is not None:  # e.g. a folder's ancestors: load them, walk again
+                self.session.execute(missing.prefetch).all()
+                try:
+                    return plan.predicate(subject, target, context, None) is True
+                except NotLoaded:
+                    pass
             if plan.sql_error is None:
                 return self.check_in_database(plan, subject, target, context)
         # No SQL form (check_only): load what is missing the ordinary way.
@@ -108,6 +114,11 @@ class Authorizer:
             clause = self._cached_clause(plan, None, subject, context, union=False)
             return bool(self.session.execute(sa.select(clause)).scalar())
         state = sa_inspect(target)
+        if state.key is None:
+            raise InvalidArgument(
+                f"{target!r} is not persistent, and the rule for {plan.permission!r} needs the "
+                "database (a SQL-only rule): flush it first"
+            )
         entity = state.mapper.class_
         pk = [
             getattr(entity, state.mapper.get_property_by_column(c).key)

@@ -31,7 +31,7 @@ to SQL against its classes before it is accepted (``RuleNotTranslatable``, ``Unk
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +43,12 @@ from bastion.errors import (
     InvalidArgument,
     InvalidName,
     PermissionNotFound,
+    PolicyError,
     RuleNotTranslatable,
     UnmappedClass,
 )
 from bastion.rules.dsl import AttrExpr, as_rule
-from bastion.rules.nodes import ALLOW, Or, PythonRule, Rule
+from bastion.rules.nodes import ALLOW, And, Deferred, Or, PythonRule, Reroot, Rule, SqlRule
 from bastion.rules.simplify import simplify
 from bastion.rules.to_python import Predicate, to_python
 from bastion.rules.to_sql import SYMBOLIC, RuleInputs, rule_inputs, to_sql
@@ -253,7 +254,7 @@ class Policy:
         if target_type is not None and mapper_of(target_type) is None:
             raise UnmappedClass(target_type)
         records = self.rules_for(permission, subject_type, target_type)
-        combined = simplify(Or(tuple(r.rule for r in records)))
+        combined = self.resolve(permission, subject_type, target_type)
         plan = Plan(
             permission,
             subject_type,
@@ -267,9 +268,189 @@ class Policy:
         self._plans[key] = plan
         return plan
 
+    def resolve(
+        self,
+        permission: Hashable,
+        subject_type: type,
+        target_type: type | None,
+        _stack: tuple[tuple[Hashable, type | None], ...] = (),
+    ) -> Rule:
+        """The OR of the rules for a key, simplified, with every deferral replaced by the related
+        class's rules (recursively). A deferral cycle raises ``PolicyError``."""
+        key = (permission, target_type)
+        if key in _stack:
+            chain = " -> ".join(f"{getattr(t, '__name__', t)}:{p!r}" for p, t in (*_stack, key))
+            raise PolicyError(f"deferral cycle: {chain}")
+        records = self.rules_for(permission, subject_type, target_type)
+        rule = simplify(Or(tuple(r.rule for r in records)))
+        return simplify(
+            self._resolve_node(rule, permission, subject_type, target_type, (*_stack, key))
+        )
+
+    def _resolve_node(
+        self,
+        node: Rule,
+        permission: Hashable,
+        subject_type: type,
+        target_type: type | None,
+        stack: tuple[tuple[Hashable, type | None], ...],
+    ) -> Rule:
+        if isinstance(node, Deferred):
+            related = _related_class(target_type, node.name)
+            perm = permission if node.permission is None else node.permission
+            inner = self.resolve(perm, subject_type, related, stack)
+            return Reroot("target", node.name, inner)
+        children = node.children()
+        if not children or isinstance(node, (Reroot,)):
+            return node
+        resolved = tuple(
+            self._resolve_node(c, permission, subject_type, target_type, stack) for c in children
+        )
+        return node if resolved == children else node.with_children(resolved)
+
+    def defer(
+        self,
+        *permissions: Hashable,
+        attributes: tuple[str, ...] | list[str] | str,
+        bearer: type = object,
+        target: type,
+        to: Hashable | dict[Hashable, Hashable] | None = None,
+        any_of: bool = False,
+        name: str | None = None,
+        replace: bool = False,
+    ) -> list[RegisteredRule]:
+        """Permissions on ``target`` hold where they hold on the object(s) reached through
+        ``attributes`` (relationships of ``target``: many-to-one, or any related object of a
+        collection). Several attributes: all must hold (as in shield), or any when ``any_of``.
+        ``to`` maps the permission checked to the related one (``{"page.edit": "book.edit"}``, or
+        one permission for all). No permissions: every permission on ``target`` defers."""
+        names = (attributes,) if isinstance(attributes, str) else tuple(attributes)
+        if not names:
+            raise InvalidArgument("defer() needs at least one attribute")
+        perms = [self.require_permission(p) for p in permissions]
+        mapping = to if isinstance(to, dict) else None
+        for mapped in (mapping or {}).values() if mapping else ([to] if to is not None else []):
+            self.require_permission(mapped)
+        staged = self.copy()
+        records: list[RegisteredRule] = []
+        for perm in perms or [None]:
+            related_perm = mapping.get(perm, perm) if mapping is not None else to
+            parts = tuple(Deferred(n, related_perm) for n in names)
+            rule: Rule = parts[0] if len(parts) == 1 else (Or(parts) if any_of else And(parts))
+            args = () if perm is None else (perm,)
+            records += staged.allow(
+                *args, subject=bearer, target=target, when=rule, name=name, replace=replace
+            )
+        staged.check_deferrals()
+        self.adopt(staged)
+        return records
+
+    def check_deferrals(self) -> None:
+        """Resolve every deferral now, so that a cycle or a missing relationship is reported
+        when the policy is built rather than at the first check."""
+        for record in self.rules():
+            if record.target_type is None or not _has_deferral(record.rule):
+                continue
+            perms = (
+                self.permissions if record.permission is ALL_PERMISSIONS else (record.permission,)
+            )
+            for perm in perms:
+                self.resolve(perm, record.subject_type, record.target_type)
+
+    def rule(
+        self,
+        *permissions: Hashable,
+        bearer: type = object,
+        target: type | None = None,
+        name: str | None = None,
+        replace: bool = False,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator (shield style): the function receives ``bearer`` and ``target`` builders and
+        returns the rule::
+
+            @policy.rule("read", bearer=User, target=Book)
+            def readers(bearer, target):
+                return target.is_public | (target.owner_id == bearer.id)
+
+        No target: the bearer holds the permissions; no permissions: all permissions on target.
+        """
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            from bastion.rules.dsl import subject as bearer_root
+            from bastion.rules.dsl import target as target_root
+
+            when = fn(bearer=bearer_root, target=target_root)
+            self.allow(
+                *permissions,
+                subject=bearer,
+                target=target,
+                when=when,
+                name=name or getattr(fn, "__qualname__", None),
+                replace=replace,
+            )
+            return fn
+
+        return register
+
+    def sql_rule(
+        self,
+        *permissions: Hashable,
+        bearer: type = object,
+        target: type,
+        name: str | None = None,
+        replace: bool = False,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator for a rule only SQL can express (the shield form): the function receives
+        ``query`` (a ``Select`` of the target's primary key), ``bearer`` (the subject instance),
+        ``target`` (the entity, an alias) and ``permission``, and returns the narrowed ``Select``.
+        ``check`` answers it with one query; it has no in-process path."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            rule_name: str = name or getattr(fn, "__qualname__", None) or repr(fn)
+
+            def call(query: Any, *, bearer: Any, target: Any, permission: Any) -> Any:
+                return fn(query=query, bearer=bearer, target=target, permission=permission)
+
+            for perm in permissions or (None,):
+                args = () if perm is None else (perm,)
+                self.allow(
+                    *args,
+                    subject=bearer,
+                    target=target,
+                    when=SqlRule(call, rule_name, perm),
+                    name=rule_name,
+                    replace=replace,
+                )
+            return fn
+
+        return register
+
     def __repr__(self) -> str:
         counts = f"{len(self._permissions)} permissions, {len(self.rules())} rules"
         return f"<Policy {self.name!r}: {counts}>"
+
+
+def _related_class(target_type: type | None, name: str) -> type:
+    mapper = mapper_of(target_type) if target_type is not None else None
+    prop = mapper.relationships.get(name) if mapper is not None else None
+    if prop is None:
+        raise PolicyError(f"cannot defer through {name!r}: not a relationship of {target_type!r}")
+    return prop.mapper.class_
+
+
+def _has_deferral(rule: Rule) -> bool:
+    return isinstance(rule, Deferred) or any(_has_deferral(c) for c in rule.children())
+
+
+def _for_validation(rule: Rule) -> Rule:
+    """``rule`` with each deferral replaced by "some related object exists" (to validate the path
+    at registration; the related rules are resolved when a plan is built)."""
+    if isinstance(rule, Deferred):
+        return Reroot("target", rule.name, ALLOW)
+    children = rule.children()
+    if not children:
+        return rule
+    return rule.with_children(tuple(_for_validation(c) for c in children))
 
 
 def _check_types(subject: object, target: object) -> tuple[type, type | None]:
@@ -311,6 +492,7 @@ def compile_both_ways(
     """Validate ``rule`` and compile it to Python and to SQL; a ``PolicyError`` if either fails.
 
     ``sql=False`` (``check_only`` rules) skips the SQL compilation."""
+    rule = _for_validation(rule)
     validate(rule, subject_type, target_type)
     to_python(rule)
     if not sql:

@@ -281,6 +281,11 @@ def _subject_id(subject: Any, links: UserLinks) -> Any:
     if state is None or state.key is None:
         return None  # a transient subject has no stored grants
     mapper = state.mapper
+    # Fix: read the key from the identity key when the column is part of it. Reading the
+    # attribute refreshed an expired subject (after every commit): one extra query per check.
+    for position, column in enumerate(mapper.primary_key):
+        if column is links.pk:
+            return state.key[1][position]
     return state.attrs[mapper.get_property_by_column(links.pk).key].value
 
 
@@ -292,8 +297,13 @@ for _event in ("after_commit", "after_rollback", "after_soft_rollback"):
 # compilers
 
 
-def _object_scope_type(entity: Any) -> str:
-    return str(sa_inspect(entity).mapper.class_.__name__)
+def object_scope_type(mapper: Any) -> str:
+    """The scope type of "one object of this mapper": the name of the base class of its
+    inheritance hierarchy (fix: was the instance's own class, so a grant on an ``Invoice(Document)``
+    held for ``check`` but not in ``filter(Document)``). Concrete inheritance keeps its own name
+    (separate tables, separate primary keys)."""
+    cls = mapper.class_ if mapper.concrete else mapper.base_mapper.class_
+    return str(cls.__name__)
 
 
 @register_python(HasGrant)
@@ -308,26 +318,23 @@ def _has_grant_python(node: HasGrant) -> Predicate:
             raise InvalidArgument(
                 "rules with stored grants are evaluated by an Authorizer (they need its session)"
             ) from None
+        # The scope is read first (fix): a target that is not loaded raises NotLoaded before the
+        # grants are loaded, so the check is the one SELECT EXISTS instead of two queries.
+        scope: tuple[str, str] | None = None
+        if node.object_scope:
+            state = sa_inspect(t) if t is not None else None
+            if state is not None and state.key is not None and len(state.key[1]) == 1:
+                scope = (object_scope_type(state.mapper), scope_key(state.key[1][0]))
+        elif read is not None:
+            value = read(s, t, c, i)
+            if value is not None:
+                scope = (node.scope_type, scope_key(value))
         grants = effective_grants(session, models, s)
         if grants is None:
             return False
         if (token, "", "") in grants.valid:
             return True
-        if node.object_scope:
-            if t is None:
-                return False
-            state = sa_inspect(t)
-            if state.key is None or len(state.key[1]) != 1:
-                return False
-            scope = (type(t).__name__, scope_key(state.key[1][0]))
-        elif read is not None:
-            value = read(s, t, c, i)
-            if value is None:
-                return False
-            scope = (node.scope_type, scope_key(value))
-        else:
-            return False
-        return (token, *scope) in grants.valid
+        return scope is not None and (token, *scope) in grants.valid
 
     return pred
 
@@ -393,6 +400,10 @@ def _has_grant_sql(node: HasGrant, env: SqlEnv) -> SqlValue:
     if scope_value is None:
         return sa.or_(*global_only)
     kind, value = scope_value
+    if kind == "value" and value is None:
+        # Fix: a NULL scope id (a subject attribute, a ctx value) matches only global grants, as
+        # in the Python check; scope_key(None) raised here.
+        return sa.or_(*global_only)
     if kind == "value":
         key = scope_key(value)
         scoped = [
@@ -419,11 +430,12 @@ def _scoped_by_column(
     global_only: list[Any],
 ) -> SqlValue:
     """The scope id is a column of the target: IN (positive polarity) or correlated EXISTS."""
-    column_type = column.type
+    column_type = _scope_column_type(column)
 
     def typed(edge: Any) -> Any:
-        # CASE first, so that other scope types' ids are never cast (PostgreSQL would fail).
-        return sa.cast(sa.case((edge.c.scope_type == scope_type, edge.c.scope_id)), column_type)
+        # CASE first, so that other scope types' ids are never converted.
+        text = sa.case((edge.c.scope_type == scope_type, edge.c.scope_id))
+        return text if column_type is None else column_type(text)
 
     parts: list[Any] = list(global_only)
     for stmt, edges in tiers:
@@ -451,6 +463,73 @@ def _scoped_by_column(
     return sa.or_(*parts)
 
 
+class _IdAsBigint(FunctionElement[int]):
+    """``scope_id`` as a BIGINT when it is exactly ``scope_key`` of an integer, else NULL.
+
+    Fix: a plain ``CAST(scope_id AS INTEGER)`` made SQL disagree with the Python check (which
+    compares ``str(value)`` with ``scope_id``): SQLite casts ``'05'``, ``' 5'``, ``'+5'`` to 5 and
+    ``'abc'`` to 0, PostgreSQL raises on ``'abc'`` and on ids beyond the column's range."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+class _IdAsUuid(FunctionElement[Any]):
+    """``scope_id`` as a UUID when it is 32 lowercase hex digits (``scope_key`` of a UUID)."""
+
+    type = sa.Uuid()
+    inherit_cache = True
+
+
+def _argument(element: Any, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(next(iter(element.clauses)), **kw))
+
+
+@compiles(_IdAsBigint)
+def _bigint_default(element: Any, compiler: Any, **kw: Any) -> str:
+    # SQLite (and the fallback): a cast never fails; keep the value only if it reads back the same.
+    x = _argument(element, compiler, **kw)
+    return f"CASE WHEN CAST(CAST({x} AS INTEGER) AS TEXT) = {x} THEN CAST({x} AS INTEGER) END"
+
+
+@compiles(_IdAsBigint, "postgresql")
+def _bigint_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    # Nested CASEs: PostgreSQL evaluates a CASE's branches in order, never an AND's operands.
+    x = _argument(element, compiler, **kw)
+    return (
+        f"CASE WHEN {x} ~ '^(0|-?[1-9][0-9]{{0,18}})$' THEN CASE WHEN CAST({x} AS NUMERIC) "
+        f"BETWEEN -9223372036854775808 AND 9223372036854775807 THEN CAST({x} AS BIGINT) END END"
+    )
+
+
+@compiles(_IdAsUuid)
+def _uuid_default(element: Any, compiler: Any, **kw: Any) -> str:
+    return _argument(element, compiler, **kw)  # SQLite stores UUIDs as 32 hex digits: compare text
+
+
+@compiles(_IdAsUuid, "postgresql")
+def _uuid_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    x = _argument(element, compiler, **kw)
+    return f"CASE WHEN {x} ~ '^[0-9a-f]{{32}}$' THEN CAST({x} AS UUID) END"
+
+
+def _scope_column_type(column: Any) -> Any:
+    """How ``scope_id`` is compared with a scope column: unchanged for text (a cast to
+    ``VARCHAR(n)`` would truncate), converted for integers and UUIDs. Other types cannot be
+    compared the way the Python check compares them (``scope_key``): refused."""
+    column_type = getattr(column, "type", None)
+    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum):
+        return None
+    if isinstance(column_type, sa.Integer):
+        return _IdAsBigint
+    if isinstance(column_type, sa.Uuid) and column_type.as_uuid:
+        return _IdAsUuid
+    raise RuleNotTranslatable(
+        f"scope {column}",
+        f"a scope column is an integer, string or UUID (as_uuid=True) column, not {column_type}",
+    )
+
+
 def _scope(node: HasGrant, env: SqlEnv) -> tuple[str, tuple[str, Any] | None]:
     if node.object_scope:
         entity = env.entity("target")
@@ -458,7 +537,7 @@ def _scope(node: HasGrant, env: SqlEnv) -> tuple[str, tuple[str, Any] | None]:
         if len(mapper.primary_key) != 1:
             raise RuleNotTranslatable(node, "object scopes need a single-column primary key")
         key = mapper.get_property_by_column(mapper.primary_key[0]).key
-        return _object_scope_type(entity), ("sql", getattr(entity, key))
+        return object_scope_type(mapper), ("sql", getattr(entity, key))
     if node.scope is None:
         return "", None
     return node.scope_type, operand_sql(node.scope, env)
@@ -473,8 +552,14 @@ def _symbolic(node: HasGrant, env: SqlEnv) -> SqlValue:
             f"the subject type {getattr(env.subject_type, '__name__', env.subject_type)} holds "
             f"no stored grants (registered user models: {registered})",
         )
-    _scope(node, env)
+    _, scope_value = _scope(node, env)
+    if scope_value is not None and scope_value[0] == "sql" and not _is_parameter(scope_value[1]):
+        _scope_column_type(scope_value[1])  # fix: refuse at registration what SQL cannot compare
     return True
+
+
+def _is_parameter(value: Any) -> bool:
+    return isinstance(value, sa.sql.elements.BindParameter)
 
 
 def holds_rule(

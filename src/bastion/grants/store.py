@@ -23,9 +23,9 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bastion.errors import InvalidArgument, InvalidName, PermissionNotFound
+from bastion.errors import DuplicateName, InvalidArgument, InvalidName, PermissionNotFound
 from bastion.grants.models import GLOBAL, GrantModels, UserLinks, scope_key
-from bastion.grants.rules import effective_grants, forget_grants
+from bastion.grants.rules import effective_grants, forget_grants, object_scope_type, utcnow
 from bastion.policy import validate_permission_name
 
 __all__ = ["GrantStore", "Scope"]
@@ -55,6 +55,9 @@ class GrantStore:
             yield
             self.session.execute(
                 sa.insert(self.models.audit).values(
+                    # Fix: the column default (CURRENT_TIMESTAMP) is the server's local time on
+                    # PostgreSQL; grants store naive UTC, and so does the audit.
+                    at=utcnow(),
                     actor=self.actor,
                     action=action,
                     subject=subject,
@@ -73,8 +76,7 @@ class GrantStore:
         _token(token)
         with self._change("create permission", token, reason=reason):
             permission = self.models.Permission(token=token, description=description)
-            self.session.add(permission)
-            self.session.flush()
+            self._insert("permission", token, permission)
         return permission
 
     def create_bundle(
@@ -88,8 +90,7 @@ class GrantStore:
         _label(label)
         with self._change("create bundle", label, ",".join(permissions), reason=reason):
             bundle = self.models.Bundle(label=label)
-            self.session.add(bundle)
-            self.session.flush()
+            self._insert("bundle", label, bundle)
             for token in permissions:
                 self._link_bundle(bundle.id, self._permission_id(token))
         return bundle
@@ -99,8 +100,7 @@ class GrantStore:
         _label(label)
         with self._change("create group", label, reason=reason):
             group = self.models.Group(label=label)
-            self.session.add(group)
-            self.session.flush()
+            self._insert("group", label, group)
         return group
 
     def rename(self, kind: str, old: str, new: str, *, reason: str | None = None) -> None:
@@ -108,6 +108,8 @@ class GrantStore:
         cls, column = self._kind(kind)
         _token(new) if kind == "permission" else _label(new)
         with self._change(f"rename {kind}", old, new, reason=reason):
+            if old != new and self._exists(kind, new):
+                raise DuplicateName(kind, new, "already exists")
             found = self.session.execute(
                 sa.update(cls).where(getattr(cls, column) == old).values({column: new})
             )
@@ -237,6 +239,19 @@ class GrantStore:
             raise _missing(kind, name)
         return int(row_id)
 
+    def _exists(self, kind: str, name: str) -> bool:
+        cls, column = self._kind(kind)
+        found = self.session.scalar(sa.select(cls.id).where(getattr(cls, column) == name))
+        return found is not None
+
+    def _insert(self, kind: str, name: str, row: Any) -> None:
+        # Fix: a duplicate name raised SQLAlchemy's IntegrityError (not a BastionError). Checked
+        # first; a concurrent insert of the same name still fails on the unique index.
+        if self._exists(kind, name):
+            raise DuplicateName(kind, name, "already exists")
+        self.session.add(row)
+        self.session.flush()
+
     def _permission_id(self, token: str) -> int:
         return self._id("permission", token)
 
@@ -345,7 +360,7 @@ def scope_of(scope: Scope) -> tuple[str, str]:
             f"scope= takes None, (type, id) or a persistent object with one primary key; "
             f"got {scope!r}"
         )
-    return type(scope).__name__, scope_key(state.key[1][0])
+    return object_scope_type(state.mapper), scope_key(state.key[1][0])
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -365,11 +380,18 @@ def _token(token: object) -> None:
     validate_permission_name(token)
 
 
+#: Refused in labels (fix: were accepted), like quotes and ``;`` in permission names: labels end
+#: up in logs, audit rows, URLs and CLI arguments.
+_LABEL_FORBIDDEN = frozenset("'\"`;\\")
+
+
 def _label(label: object) -> None:
     if not isinstance(label, str) or not label.strip() or len(label) > 255:
         raise InvalidName("label", label, "use 1-255 characters")
     if not label.isprintable():
         raise InvalidName("label", label, "control characters are not allowed")
+    if _LABEL_FORBIDDEN.intersection(label):
+        raise InvalidName("label", label, "quotes, backquotes, ';' and '\\' are not allowed")
 
 
 def _missing(kind: str, name: str) -> Exception:

@@ -39,11 +39,13 @@ __all__ = [
     "COMPARISON_OPERATORS",
     "DENY",
     "UNKNOWN",
+    "Ancestors",
     "And",
     "Attr",
     "Compare",
     "Const",
     "Context",
+    "Deferred",
     "In",
     "IsNull",
     "Literal",
@@ -52,9 +54,11 @@ __all__ = [
     "Or",
     "PythonRule",
     "Related",
+    "Reroot",
     "Rule",
     "Same",
     "Scope",
+    "SqlRule",
     "junction",
 ]
 
@@ -109,6 +113,15 @@ class Rule:
     def reads_subject_identity(self) -> bool:
         """True when the node's SQL depends on which row the subject is (its primary key)."""
         return False
+
+    def with_children(self, children: tuple[Rule, ...]) -> Rule:
+        """A copy of this node with ``children`` in place of :meth:`children` (for rewrites)."""
+        return self
+
+    def sql_depends_only_on_inputs(self) -> bool:
+        """False when the node's SQL may depend on more than its operands and the subject's
+        identity (e.g. a function reading any attribute): its clauses are then never cached."""
+        return True
 
 
 def junction(kind: type[And] | type[Or], left: Rule, right: Rule) -> Rule:
@@ -184,6 +197,9 @@ class And(Rule):
     def children(self) -> tuple[Rule, ...]:
         return self.items
 
+    def with_children(self, children: tuple[Rule, ...]) -> Rule:
+        return And(children)
+
     def __str__(self) -> str:
         return "(" + " & ".join(map(str, self.items)) + ")"
 
@@ -197,6 +213,9 @@ class Or(Rule):
     def children(self) -> tuple[Rule, ...]:
         return self.items
 
+    def with_children(self, children: tuple[Rule, ...]) -> Rule:
+        return Or(children)
+
     def __str__(self) -> str:
         return "(" + " | ".join(map(str, self.items)) + ")"
 
@@ -209,6 +228,9 @@ class Not(Rule):
 
     def children(self) -> tuple[Rule, ...]:
         return (self.item,)
+
+    def with_children(self, children: tuple[Rule, ...]) -> Rule:
+        return Not(children[0])
 
     def __str__(self) -> str:
         return f"~{self.item}"
@@ -270,6 +292,9 @@ class Related(Rule):
     def children(self) -> tuple[Rule, ...]:
         return (self.where,)
 
+    def with_children(self, children: tuple[Rule, ...]) -> Rule:
+        return Related(self.scope, self.name, children[0])
+
     def reads_subject_identity(self) -> bool:
         return self.scope == "subject"
 
@@ -305,3 +330,82 @@ class PythonRule(Rule):
 
     def __str__(self) -> str:
         return f"python:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reroot(Rule):
+    """Some object reached through relationship ``name`` of ``scope`` satisfies ``rule`` *as its
+    target*: inside ``rule``, ``target`` is that related object (and ``it`` starts afresh).
+
+    This is how a page's permission defers to its book's rules (:class:`Deferred` resolves to
+    it). SQL: ``EXISTS`` through the relationship, the rule compiled against the related alias.
+    Two-valued, like :class:`Related`.
+    """
+
+    scope: Scope
+    name: str
+    rule: Rule
+
+    def children(self) -> tuple[Rule, ...]:
+        return (self.rule,)
+
+    def with_children(self, children: tuple[Rule, ...]) -> Rule:
+        return Reroot(self.scope, self.name, children[0])
+
+    def __str__(self) -> str:
+        return f"{self.scope}.{self.name}:({self.rule})"
+
+
+@dataclass(frozen=True, slots=True)
+class Ancestors(Rule):
+    """The target, or one of its ancestors through the self-referential many-to-one ``parent``,
+    satisfies ``rule`` (as its target): a permission on a folder holds on all its descendants.
+
+    SQL: ``target.pk IN (WITH RECURSIVE ...)`` from the objects satisfying ``rule`` down to their
+    descendants; Python: a walk up the parents. A cycle in the data is walked once: an object in
+    a cycle is allowed when some object on the cycle or above it satisfies ``rule``, on both
+    paths. Two-valued.
+    """
+
+    parent: str
+    rule: Rule
+
+    def children(self) -> tuple[Rule, ...]:
+        return (self.rule,)
+
+    def with_children(self, children: tuple[Rule, ...]) -> Rule:
+        return Ancestors(self.parent, children[0])
+
+    def __str__(self) -> str:
+        return f"ancestors({self.parent}):({self.rule})"
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred(Rule):
+    """Placeholder for "the permission holds on the object(s) reached through ``name``": the
+    policy resolves it, when it builds a plan, to a :class:`Reroot` holding the related class's
+    rules for ``permission`` (``None``: the permission being checked)."""
+
+    name: str
+    permission: Any = None
+
+    def __str__(self) -> str:
+        perm = "" if self.permission is None else f", {self.permission!r}"
+        return f"defer(target.{self.name}{perm})"
+
+
+@dataclass(frozen=True, slots=True)
+class SqlRule(Rule):
+    """A rule only SQL can express: ``fn(select, bearer=subject, target=entity, permission=P)``
+    receives a ``Select`` of the target's primary key and returns it narrowed (the shield form).
+    It has no Python path: ``check`` answers it with one query for the object's key."""
+
+    fn: Callable[..., Any]
+    name: str
+    permission: Any = None
+
+    def sql_depends_only_on_inputs(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return f"sql:{self.name}"

@@ -19,11 +19,13 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.exc import UnmappedInstanceError
 
 from bastion.errors import MissingContext, RuleNotTranslatable
 from bastion.rules.nodes import (
+    Ancestors,
     And,
     Compare,
     Const,
@@ -36,8 +38,10 @@ from bastion.rules.nodes import (
     Or,
     PythonRule,
     Related,
+    Reroot,
     Rule,
     Same,
+    SqlRule,
 )
 
 __all__ = [
@@ -56,7 +60,14 @@ _Reader = Callable[[Any, Any, Mapping[str, Any], Any], Any]
 
 
 class NotLoaded(Exception):
-    """An attribute the rule needs is not loaded on a persistent instance."""
+    """An attribute the rule needs is not loaded on a persistent instance.
+
+    ``prefetch``, when given, is a statement that loads what is missing (e.g. a folder's
+    ancestors); the Authorizer may run it once and evaluate again instead of asking SQL."""
+
+    def __init__(self, what: str = "", *, prefetch: Any = None) -> None:
+        super().__init__(what)
+        self.prefetch = prefetch
 
 
 #: node class -> compiler(node) -> Predicate
@@ -414,6 +425,102 @@ def _foreign_key_is_subject(owner: Any, key: str, subject: Any) -> bool:
 def _python_rule(node: PythonRule) -> Predicate:
     fn = node.fn
     return lambda s, t, c, i: bool(fn(s, t, **c))
+
+
+def _related_objects(value: Any) -> Any:
+    """The objects a relationship value holds: one, none or a collection's members."""
+    if value is None:
+        return ()
+    if hasattr(value, "_sa_instance_state"):
+        return (value,)
+    return value.values() if isinstance(value, Mapping) else value
+
+
+@register_python(Reroot)
+def _reroot(node: Reroot) -> Predicate:
+    scope = _scope_reader(node.scope)
+    key = node.name
+    rule = to_python(node.rule)
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
+        related = read_attribute(scope(s, t, i), key)
+        return any(rule(s, x, c, None) is True for x in _related_objects(related))
+
+    return pred
+
+
+@register_python(Ancestors)
+def _ancestors(node: Ancestors) -> Predicate:
+    rule = to_python(node.rule)
+    parent = node.parent
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
+        seen: set[int] = set()
+        node_ = t
+        while node_ is not None and id(node_) not in seen:  # a cycle is walked once
+            seen.add(id(node_))
+            if rule(s, node_, c, None) is True:
+                return True
+            node_ = parent_of(node_, parent, c)
+        return False
+
+    return pred
+
+
+def parent_of(obj: Any, parent: str, context: Mapping[str, Any]) -> Any:
+    """``obj.<parent>`` for a self-referential many-to-one, without a query per level.
+
+    When the relationship is not loaded, the parent is looked up by its foreign key in the
+    session's identity map. If it is not there, :class:`NotLoaded` carries a statement loading
+    every ancestor of ``obj`` at once (one recursive query): the Authorizer runs it and walks
+    again, so a walk costs at most one query."""
+    try:
+        return read_attribute(obj, parent)
+    except NotLoaded:
+        pass
+    state = instance_state(obj)
+    prop = state.mapper.relationships[parent]
+    by_remote = {
+        remote: read_attribute(obj, state.mapper.get_property_by_column(local).key)
+        for local, remote in prop.local_remote_pairs
+    }
+    if any(v is None for v in by_remote.values()):
+        return None
+    session = state.session
+    if session is not None:
+        key = prop.mapper.identity_key_from_primary_key(
+            tuple(by_remote[c] for c in prop.mapper.primary_key)
+        )
+        found = session.identity_map.get(key)
+        if found is not None:
+            return found
+    raise NotLoaded(parent, prefetch=ancestors_statement(prop, list(by_remote.items())))
+
+
+def ancestors_statement(prop: Any, start: list[tuple[Any, Any]]) -> Any:
+    """``SELECT`` of every ancestor (ORM entities) from the parent whose key is ``start``, up a
+    self-referential many-to-one ``prop``; a cycle ends the recursion (``UNION``)."""
+    mapper = prop.mapper
+    if len(mapper.primary_key) != 1 or len(prop.local_remote_pairs) != 1:
+        return None
+    (local, remote), (_, value) = prop.local_remote_pairs[0], start[0]
+    table = mapper.local_table
+    up = sa.select(table.c[remote.key].label("id"), table.c[local.key].label("parent"))
+    tree = up.where(table.c[remote.key] == value).cte("bastion_ancestors", recursive=True)
+    step = table.alias("bastion_ancestor_step")
+    tree = tree.union(
+        sa.select(step.c[remote.key], step.c[local.key]).where(step.c[remote.key] == tree.c.parent)
+    )
+    pk = mapper.get_property_by_column(mapper.primary_key[0]).key
+    return sa.select(mapper.class_).where(getattr(mapper.class_, pk).in_(sa.select(tree.c.id)))
+
+
+@register_python(SqlRule)
+def _sql_rule(node: SqlRule) -> Predicate:
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
+        raise NotLoaded(f"{node} has no Python form")  # the Authorizer asks the database
+
+    return pred
 
 
 @register_python(Same)

@@ -42,6 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bastion.errors import InvalidArgument, MissingContext, RuleNotTranslatable
 from bastion.rules.nodes import (
+    Ancestors,
     And,
     Attr,
     Compare,
@@ -55,8 +56,10 @@ from bastion.rules.nodes import (
     Or,
     PythonRule,
     Related,
+    Reroot,
     Rule,
     Same,
+    SqlRule,
 )
 from bastion.rules.to_python import OPERATORS, in_3vl
 
@@ -204,9 +207,12 @@ class RuleInputs:
     subject_attributes: tuple[str, ...]
     context_names: tuple[str, ...]
     subject_identity: bool  #: the rule compares with / joins from the subject's primary key
+    cacheable: bool = True  #: False when a node's SQL depends on more than these inputs
 
     def key(self, subject: Any, context: Mapping[str, Any]) -> Hashable | None:
         """A hashable key of the inputs' values for this call, or None if one is unhashable."""
+        if not self.cacheable:
+            return None
         values: list[Any] = [type(subject)]
         for name in self.subject_attributes:
             values.append(_freeze(getattr(subject, name, None) if subject is not None else None))
@@ -237,17 +243,19 @@ def rule_inputs(rule: Rule) -> RuleInputs:
     attrs: dict[str, None] = {}
     names: dict[str, None] = {}
     identity = False
+    cacheable = True
     stack = [rule]
     while stack:
         node = stack.pop()
         stack.extend(node.children())
         identity = identity or node.reads_subject_identity()
+        cacheable = cacheable and node.sql_depends_only_on_inputs()
         for operand in node.operands():
             if isinstance(operand, Context):
                 names[operand.name] = None
             elif isinstance(operand, Attr) and operand.scope == "subject":
                 attrs[operand.name] = None
-    return RuleInputs(tuple(attrs), tuple(names), identity)
+    return RuleInputs(tuple(attrs), tuple(names), identity, cacheable)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,6 +522,69 @@ def _as_in(
             sub.correlate_except(me, related)
         )
     return None
+
+
+@register_sql(Reroot)
+def _reroot(node: Reroot, env: SqlEnv) -> SqlValue:
+    if node.scope == "subject":
+        raise RuleNotTranslatable(node, "deferral starts from the target or a related object")
+    attr = _relationship(env.entity(node.scope), node.name)
+    mapper = attr.property.mapper
+    depth = env.depth + 1
+    alias = scoped_alias(mapper, "target", depth)
+    # Inside, ``target`` is the related object; only TRUE rows count (positive polarity).
+    body = compile_sql(node.rule, replace(env, target=alias, it=None, positive=True, depth=depth))
+    if body is False or body is None:
+        return False
+    uselist = attr.property.uselist
+    if body is True:
+        return attr.any() if uselist else attr.has()  # type: ignore[no-any-return]
+    via = attr.of_type(alias)
+    return via.any(body) if uselist else via.has(body)  # type: ignore[no-any-return]
+
+
+@register_sql(Ancestors)
+def _ancestors(node: Ancestors, env: SqlEnv) -> SqlValue:
+    entity = env.entity("target")
+    mapper = sa_inspect(entity).mapper
+    prop = mapper.relationships.get(node.parent)
+    if prop is None or prop.mapper.base_mapper is not mapper.base_mapper or prop.uselist:
+        raise RuleNotTranslatable(node, f"{node.parent!r} is not a many-to-one to the same class")
+    if len(mapper.primary_key) != 1 or len(prop.local_remote_pairs) != 1:
+        raise RuleNotTranslatable(node, "trees need a single-column primary and foreign key")
+    depth = env.depth + 1
+    base = scoped_alias(mapper, "tree", depth)
+    body = compile_sql(node.rule, replace(env, target=base, it=None, positive=True, depth=depth))
+    if body is False or body is None:
+        return False
+    if body is True:
+        return True  # every object satisfies the rule itself
+    (local, remote) = prop.local_remote_pairs[0]
+    pk_key = mapper.get_property_by_column(remote).key
+    fk_key = mapper.get_property_by_column(local).key
+    # Down from the objects satisfying the rule to all their descendants; UNION (not ALL)
+    # drops rows already found, so a cycle in the data ends the recursion.
+    tree = sa.select(getattr(base, pk_key).label("id")).where(body).cte(recursive=True)
+    step = scoped_alias(mapper, "tree_step", depth)
+    tree = tree.union(sa.select(getattr(step, pk_key)).where(getattr(step, fk_key) == tree.c.id))
+    return getattr(entity, pk_key).in_(sa.select(tree.c.id))  # type: ignore[no-any-return]
+
+
+@register_sql(SqlRule)
+def _sql_rule(node: SqlRule, env: SqlEnv) -> SqlValue:
+    if env.symbolic:
+        return True  # the function needs a real subject: it is called when filtering
+    entity = env.entity("target")
+    mapper = sa_inspect(entity).mapper
+    keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+    alias = scoped_alias(mapper, "sql_rule", env.depth + 1)
+    query = sa.select(*(getattr(alias, k) for k in keys))
+    narrowed = node.fn(query, bearer=env.subject, target=alias, permission=node.permission)
+    if not isinstance(narrowed, sa.Select):
+        raise RuleNotTranslatable(node, f"the function returned {narrowed!r}, not a Select")
+    outer = [getattr(entity, k) for k in keys]
+    left = outer[0] if len(outer) == 1 else sa.tuple_(*outer)
+    return left.in_(narrowed)
 
 
 @register_sql(PythonRule)

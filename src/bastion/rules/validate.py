@@ -17,6 +17,7 @@ from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
 
 from bastion.errors import RuleNotTranslatable, UnknownAttribute, UnmappedClass
 from bastion.rules.nodes import (
+    Ancestors,
     Attr,
     Compare,
     Context,
@@ -25,6 +26,7 @@ from bastion.rules.nodes import (
     Literal,
     Operand,
     Related,
+    Reroot,
     Rule,
     Same,
 )
@@ -71,6 +73,14 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
     elif isinstance(node, Related):
         related = _related_mapper(node, scopes, top)
         _walk(node.where, {**scopes, "it": related}, top)
+        return
+    elif isinstance(node, Reroot):
+        related = _related_mapper(Related(node.scope, node.name, node.rule), scopes, top)
+        _walk(node.rule, {"subject": scopes["subject"], "target": related, "it": None}, top)
+        return
+    elif isinstance(node, Ancestors):
+        _check_tree(node, scopes, top)
+        _walk(node.rule, {**scopes, "it": None}, top)
         return
     elif isinstance(node, Same):
         _check_same(node, scopes, top)
@@ -191,3 +201,14 @@ def _check_same(node: Same, scopes: _Scopes, top: Rule) -> None:
         )
     if node.scope != "subject":
         _scope_class(node.scope, scopes, top)
+
+
+def _check_tree(node: Ancestors, scopes: _Scopes, top: Rule) -> None:
+    owner = _scope_class("target", scopes, top)
+    prop = owner.attrs.get(node.parent)
+    if not isinstance(prop, RelationshipProperty) or prop.uselist:
+        raise UnknownAttribute(owner.class_, node.parent, "is not a many-to-one relationship")
+    if prop.mapper.base_mapper is not owner.base_mapper:
+        raise RuleNotTranslatable(top, f"{node.parent!r} does not lead to the same class (a tree)")
+    if len(owner.primary_key) != 1 or len(prop.local_remote_pairs) != 1:
+        raise RuleNotTranslatable(top, "trees need a single-column primary and foreign key")
