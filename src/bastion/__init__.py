@@ -23,7 +23,7 @@ from bastion.errors import (
 )
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy, RegisteredRule
 from bastion.roles import Permission, Role, RoleGrant, RolePolicy
-from bastion.rules import ALLOW, DENY, UNKNOWN, Rule, ctx, it, subject, target
+from bastion.rules import ALLOW, DENY, UNKNOWN, Rule, ancestors, ctx, it, subject, target
 
 __version__ = "0.1.0"
 
@@ -55,6 +55,7 @@ __all__ = [
     "UnknownAttribute",
     "UnmappedClass",
     "UnusedPermission",
+    "ancestors",
     "ctx",
     "it",
     "subject",

@@ -195,6 +195,10 @@ def grant_models(base: Any, *, prefix: str = "bastion_") -> GrantModels:
 
     def entity(name: str, table: str, columns: dict[str, Any]) -> Any:
         attrs = {"__tablename__": f"{prefix}{table}", "__table_args__": {}, **columns}
+        # Fix: a second prefix on the same base reused the class names, and SQLAlchemy warned
+        # that it replaced the first classes in the base's string-lookup table.
+        if prefix != "bastion_":
+            name = f"{name}_{prefix}"
         return type(name, (base,), attrs)
 
     permission = entity(

@@ -118,7 +118,7 @@ def create_link(
     op.create_table(
         name,
         sa.Column(lname, ltype, sa.ForeignKey(lref, ondelete="CASCADE"), primary_key=True),
-        sa.Column(rname, rtype, sa.ForeignKey(rref, ondelete="CASCADE"), primary_key=True),
+        sa.Column(rname, rtype, sa.ForeignKey(rref), primary_key=True),
         *(edge_columns() if edge else []),
     )
     op.create_index(f"ix_{name}_{rname}", name, [rname, lname])

@@ -5,24 +5,29 @@ predicate over loaded objects and ``to_sql`` into a SQLAlchemy ``WHERE`` express
 :mod:`bastion.rules.nodes` for the three-valued semantics both compilers implement.
 """
 
-from bastion.rules.dsl import AttrExpr, as_rule, ctx, it, subject, target
+from bastion.rules.dsl import AttrExpr, ancestors, as_rule, ctx, it, subject, target
 from bastion.rules.nodes import (
     ALLOW,
     DENY,
     UNKNOWN,
+    Ancestors,
     And,
     Attr,
     Compare,
     Const,
     Context,
+    Deferred,
     In,
     IsNull,
     Literal,
     Not,
     Or,
+    PythonRule,
     Related,
+    Reroot,
     Rule,
     Same,
+    SqlRule,
 )
 from bastion.rules.simplify import simplify
 from bastion.rules.to_python import NotLoaded, register_python, to_python
@@ -34,21 +39,27 @@ __all__ = [
     "DENY",
     "SYMBOLIC",
     "UNKNOWN",
+    "Ancestors",
     "And",
     "Attr",
     "AttrExpr",
     "Compare",
     "Const",
     "Context",
+    "Deferred",
     "In",
     "IsNull",
     "Literal",
     "Not",
     "NotLoaded",
     "Or",
+    "PythonRule",
     "Related",
+    "Reroot",
     "Rule",
     "Same",
+    "SqlRule",
+    "ancestors",
     "as_rule",
     "ctx",
     "it",

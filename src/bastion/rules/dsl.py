@@ -29,6 +29,7 @@ from bastion.errors import RuleNotTranslatable
 from bastion.rules.nodes import (
     ALLOW,
     DENY,
+    Ancestors,
     And,
     Attr,
     Compare,
@@ -44,7 +45,7 @@ from bastion.rules.nodes import (
     Scope,
 )
 
-__all__ = ["AttrExpr", "Root", "as_rule", "ctx", "it", "subject", "target"]
+__all__ = ["AttrExpr", "Root", "ancestors", "as_rule", "ctx", "it", "subject", "target"]
 
 
 class Root:
@@ -262,3 +263,20 @@ def as_rule(value: object) -> Rule:
             "a Python callable has no SQL form; write the rule with target/subject/it/ctx",
         )
     raise RuleNotTranslatable(value, f"{type(value).__name__} is not a rule")
+
+
+def ancestors(parent: object, rule: object) -> Rule:
+    """The target or one of its ancestors satisfies ``rule``: ``parent`` is the self-referential
+    many-to-one (``target.parent`` or ``"parent"``); inside ``rule``, ``target`` is the ancestor::
+
+        ancestors(target.parent, target.owner_id == subject.id)  # owner of a folder above
+    """
+    if isinstance(parent, AttrExpr) and isinstance(parent.node, Attr):
+        if parent.node.scope != "target":
+            raise TypeError("ancestors() walks up from the target: write target.<parent>")
+        name = parent.node.name
+    elif isinstance(parent, str):
+        name = parent
+    else:
+        raise TypeError(f"ancestors() takes target.<relationship> or its name, got {parent!r}")
+    return Ancestors(name, as_rule(rule))
