@@ -28,7 +28,8 @@ The caller's SELECT list, joins, ordering and limits are untouched; ``count()`` 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import sqlalchemy as sa
@@ -38,13 +39,43 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from bastion.errors import InvalidArgument, NotAuthorized, RuleNotTranslatable, UnmappedClass
-from bastion.policy import Plan, Policy
-from bastion.rules.nodes import Or
+from bastion.policy import ALL_PERMISSIONS, Plan, Policy
+from bastion.rules.explain import Explanation, describe, explain_rule, register_explainer
+from bastion.rules.nodes import Or, SqlRule
 from bastion.rules.to_python import LAZY_LOADS_ALLOWED, SESSION_KEY, NotLoaded
-from bastion.rules.to_sql import SqlEnv, compile_sql, scoped_alias, sql_clause
+from bastion.rules.to_sql import ROW, SqlEnv, compile_sql, scoped_alias, sql_clause
 from bastion.rules.validate import mapper_of
 
-__all__ = ["Authorizer"]
+__all__ = ["Authorizer", "FilterBranch", "FilterExplanation"]
+
+
+@dataclass(frozen=True)
+class FilterBranch:
+    """One registered rule of a filter: its name, its SQL, and (on request) its row count."""
+
+    rule: str
+    sql: str
+    rows: int | None = None
+
+
+@dataclass(frozen=True)
+class FilterExplanation:
+    """What :meth:`Authorizer.explain_filter` returns."""
+
+    sql: str  #: the whole statement, as the database receives it
+    params: dict[str, Any]  #: its bound parameters
+    branches: list[FilterBranch]  #: the rules it is made of
+    database_plan: str | None = None  #: ``EXPLAIN`` output, when asked for
+
+    def __str__(self) -> str:
+        lines = [self.sql, f"-- parameters: {self.params}"]
+        for branch in self.branches:
+            rows = "" if branch.rows is None else f" ({branch.rows} rows)"
+            lines.append(f"-- rule {branch.rule!r}{rows}: {branch.sql}")
+        if self.database_plan:
+            lines += ["-- plan:", self.database_plan]
+        return "\n".join(lines)
+
 
 _T = TypeVar("_T")
 #: compiled filter clauses kept per plan (oldest dropped first)
@@ -93,6 +124,12 @@ class Authorizer:
         finally:
             LAZY_LOADS_ALLOWED.reset(token)
 
+    def _lookup(self, permission: Hashable, subject: Any, target: Any) -> Plan:
+        try:
+            return self._plans[(permission, type(subject), type(target))]
+        except (KeyError, TypeError):
+            return self._plan(permission, subject, target)
+
     def _plan(self, permission: Hashable, subject: Any, target: Any) -> Plan:
         target_type = None if target is None else type(target)
         plan = self.policy.plan(permission, type(subject), target_type)  # validates, may raise
@@ -102,9 +139,116 @@ class Authorizer:
     def authorize(
         self, subject: Any, permission: Hashable, target: Any = None, /, **context: Any
     ) -> None:
-        """Like :meth:`check`, but raise :class:`~bastion.NotAuthorized` when denied."""
+        """Like :meth:`check`, but raise :class:`~bastion.NotAuthorized` when denied; the error
+        carries the :meth:`explain` trace as ``.explanation``."""
         if not self.check(subject, permission, target, **context):
-            raise NotAuthorized(subject, permission, target)
+            try:
+                explanation = self.explain(subject, permission, target, **context)
+            except Exception:  # noqa: BLE001 - the denial stands even if tracing it fails
+                explanation = None
+            raise NotAuthorized(subject, permission, target, explanation=explanation)
+
+    # pages of objects -----------------------------------------------------------------------
+    def check_many(
+        self, subject: Any, permission: Hashable, objects: Iterable[Any], /, **context: Any
+    ) -> dict[Any, bool]:
+        """``{primary key: allowed}`` for every object (a composite key is a tuple). Objects whose
+        rule inputs are loaded are decided in Python; the rest with one query per class."""
+        return {
+            key: permission in actions
+            for key, actions in self._page(subject, [permission], objects, context).items()
+        }
+
+    def allowed_actions(
+        self,
+        subject: Any,
+        objects: Any,
+        /,
+        actions: Iterable[Hashable] | None = None,
+        **context: Any,
+    ) -> Any:
+        """The permissions ``subject`` holds on one object (a set), or on each object of a list
+        (``{primary key: set}``), among ``actions`` (default: every permission with rules for
+        the object's class). A page costs at most one query per class, one boolean column per
+        action, whatever its size."""
+        single = not isinstance(objects, (list, tuple))
+        items = [objects] if single else list(objects)
+        if actions is None:
+            actions = self._actions_for(subject, items)
+        result = self._page(subject, list(actions), items, context)
+        return result[_primary_key(objects)] if single else result
+
+    def _actions_for(self, subject: Any, items: list[Any]) -> list[Hashable]:
+        types = {type(o) for o in items}
+        return [
+            p
+            for p in self.policy.permissions
+            if any(self.policy.rules_for(p, type(subject), t) for t in types)
+        ]
+
+    def _page(
+        self,
+        subject: Any,
+        actions: list[Hashable],
+        objects: Iterable[Any],
+        context: dict[str, Any],
+    ) -> dict[Any, set[Hashable]]:
+        context[SESSION_KEY] = self.session
+        result: dict[Any, set[Hashable]] = {}
+        pending: dict[type, dict[Hashable, list[Any]]] = {}
+        for obj in objects:
+            key = _primary_key(obj)
+            result[key] = set()
+            for action in actions:
+                plan = self._lookup(action, subject, obj)
+                try:
+                    allowed = plan.predicate(subject, obj, context, None) is True
+                except NotLoaded:
+                    if plan.sql_error is not None:
+                        allowed = self._check_lazily(plan, subject, obj, context)
+                    else:
+                        pending.setdefault(type(obj), {}).setdefault(action, []).append(obj)
+                        continue
+                if allowed:
+                    result[key].add(action)
+        for cls, by_action in pending.items():
+            self._page_in_database(subject, cls, by_action, context, result)
+        return result
+
+    def _check_lazily(self, plan: Plan, subject: Any, obj: Any, context: Any) -> bool:
+        token = LAZY_LOADS_ALLOWED.set(True)
+        try:
+            return plan.predicate(subject, obj, context, None) is True
+        finally:
+            LAZY_LOADS_ALLOWED.reset(token)
+
+    def _page_in_database(
+        self,
+        subject: Any,
+        cls: type,
+        by_action: dict[Hashable, list[Any]],
+        context: Mapping[str, Any],
+        result: dict[Any, set[Hashable]],
+    ) -> None:
+        """One query for the undecided objects of one class: a boolean column per action."""
+        mapper: Any = sa_inspect(cls)
+        keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+        pk_cols = [getattr(cls, k) for k in keys]
+        wanted = {_primary_key(o) for objs in by_action.values() for o in objs}
+        columns = []
+        for n, action in enumerate(by_action):
+            plan = self._plan(action, subject, by_action[action][0])
+            clause = self._cached_clause(plan, cls, subject, context, union=False)
+            columns.append(sa.case((clause, True), else_=False).label(f"action_{n}"))
+        match = _key_in(pk_cols, wanted)
+        rows = self.session.execute(sa.select(*pk_cols, *columns).where(match)).all()
+        decided = {tuple(row[: len(keys)]): row[len(keys) :] for row in rows}
+        for n, (action, objs) in enumerate(by_action.items()):
+            for obj in objs:
+                key = _primary_key(obj)
+                values = decided.get(key if isinstance(key, tuple) else (key,))
+                if values is not None and values[n]:
+                    result[key].add(action)
 
     def check_in_database(
         self, plan: Plan, subject: Any, target: Any, context: Mapping[str, Any]
@@ -128,6 +272,132 @@ class Authorizer:
         clause = self._cached_clause(plan, entity, subject, context, union=False)
         query = sa.select(sa.exists().where(*criteria, clause))
         return bool(self.session.execute(query).scalar())
+
+    # reading the rules backwards and explaining them ------------------------------------------
+    def who_can(
+        self,
+        permission: Hashable,
+        target: Any = None,
+        /,
+        *,
+        subject_type: type | None = None,
+        **context: Any,
+    ) -> Select[Any]:
+        """A ``Select`` of the subjects (rows of the subject model the rules name) that may
+        ``permission`` on ``target``: paginate it, count it. Every rule kind is read from the
+        subject's side; a rule that cannot be (a Python function, a SQL-only rule, a subject
+        attribute that is not a column) raises ``RuleNotTranslatable``, never a partial list."""
+        target_type = None if target is None else type(target)
+        subject_type = subject_type or self._subject_type(permission, target_type)
+        if mapper_of(subject_type) is None:
+            raise UnmappedClass(subject_type)
+        plan = self.policy.plan(permission, subject_type, target_type)
+        if target is None:
+            env = SqlEnv(None, ROW, context, subject_type, subject_entity=subject_type)
+            return sa.select(subject_type).where(sql_clause(compile_sql(plan.rule, env)))
+        state = sa_inspect(target)
+        if state.key is None:
+            raise InvalidArgument(f"who_can() needs a persistent target, got {target!r}")
+        alias = scoped_alias(state.mapper, "who_can", 0)
+        env = SqlEnv(alias, ROW, context, subject_type, subject_entity=subject_type)
+        clause = sql_clause(compile_sql(plan.rule, env))
+        keys = [state.mapper.get_property_by_column(c).key for c in state.mapper.primary_key]
+        match = [getattr(alias, k) == v for k, v in zip(keys, state.key[1], strict=True)]
+        exists = sa.select(sa.literal(1)).select_from(alias).where(*match, clause).exists()
+        return sa.select(subject_type).where(exists)
+
+    def _subject_type(self, permission: Hashable, target_type: type | None) -> type:
+        self.policy.require_permission(permission)
+        found = {
+            r.subject_type
+            for r in self.policy.rules()
+            if r.permission in (permission, ALL_PERMISSIONS)
+            and (
+                r.target_type is None
+                if target_type is None
+                else (r.target_type is not None and issubclass(target_type, r.target_type))
+            )
+            and mapper_of(r.subject_type) is not None
+        }
+        if len(found) != 1:
+            names = sorted(c.__name__ for c in found) or ["none"]
+            raise InvalidArgument(
+                f"who_can({permission!r}): pass subject_type= (rules name {', '.join(names)})"
+            )
+        return found.pop()
+
+    def explain(
+        self, subject: Any, permission: Hashable, target: Any = None, /, **context: Any
+    ) -> Explanation:
+        """Why ``check`` answers as it does: for an allow, the rule and branch that matched (the
+        tier of a grant, the role, the deferral); for a denial, every branch tried and why it
+        failed. ``str()`` for a terminal, ``.to_dict()`` for JSON logs. May load lazily."""
+        plan = self._lookup(permission, subject, target)
+        context[SESSION_KEY] = self.session
+        on = "" if target is None else f" on {describe(target)}"
+        children = []
+        for record in plan.rules:
+            rule = self.policy.resolve_rule(record, permission)
+            trace = explain_rule(rule, subject, target, context)
+            where = f" on {record.target_type.__name__}" if record.target_type else ""
+            children.append(
+                Explanation(
+                    record.name, trace.outcome, f"rule {record.name!r}{where}", [trace], "rule"
+                )
+            )
+        allowed = any(c.outcome is True for c in children)
+        if allowed:
+            first = next(c for c in children if c.outcome is True)
+            reason = f"{describe(subject)} may {permission!r}{on}: allowed by {first.reason}"
+        elif not children:
+            reason = f"{describe(subject)} may not {permission!r}{on}: no rule grants it"
+        else:
+            reason = (
+                f"{describe(subject)} may not {permission!r}{on}: "
+                f"{len(children)} rule(s) tried, none matched"
+            )
+        return Explanation(str(permission), allowed, reason, children, "decision")
+
+    def explain_filter(
+        self,
+        subject: Any,
+        permission: Hashable,
+        query: Any,
+        /,
+        *,
+        counts: bool = False,
+        database_plan: bool = False,
+        **context: Any,
+    ) -> FilterExplanation:
+        """The SQL :meth:`filter` adds, with its parameters, the rules it is made of, and on
+        request each rule's row count and the database's ``EXPLAIN`` of the whole statement."""
+        stmt = self.filter(subject, permission, query, **context)
+        compiled = stmt.compile(self.session.get_bind())
+        _, entity = _statement_and_entity(query, None)
+        plan = self.policy.plan(permission, type(subject), sa_inspect(entity).mapper.class_)
+        branches = []
+        for record in plan.rules:
+            rule = self.policy.resolve_rule(record, permission)
+            env = SqlEnv(entity, subject, context, type(subject))
+            clause = sql_clause(compile_sql(rule, env))
+            count = None
+            if counts:
+                counted = sa.select(sa.func.count()).select_from(entity).where(clause)
+                count = int(self.session.execute(counted).scalar() or 0)
+            branches.append(
+                FilterBranch(record.name, str(clause.compile(self.session.get_bind())), count)
+            )
+        explained = None
+        if database_plan:
+            explained = self._database_plan(stmt)
+        return FilterExplanation(str(compiled), dict(compiled.params), branches, explained)
+
+    def _database_plan(self, stmt: Select[Any]) -> str:
+        dialect = self.session.get_bind().dialect.name
+        prefix = "EXPLAIN QUERY PLAN " if dialect == "sqlite" else "EXPLAIN "
+        compiled = stmt.compile(self.session.get_bind(), compile_kwargs={"literal_binds": True})
+        rows = self.session.execute(sa.text(prefix + str(compiled))).all()
+        return "\n".join(" ".join(str(v) for v in row) for row in rows)
 
     # filters -----------------------------------------------------------------------------
     @overload
@@ -253,3 +523,42 @@ def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:
     elif mapper_of(entity) is None:
         raise UnmappedClass(entity)
     return query, entity
+
+
+def _primary_key(obj: Any) -> Any:
+    """The identity of a persistent object: its key value, or a tuple for a composite key."""
+    state = sa_inspect(obj, raiseerr=False)
+    if state is None:
+        raise InvalidArgument(f"{obj!r} is not an instance of a mapped class")
+    key = state.key
+    values = state.mapper.primary_key_from_instance(obj) if key is None else key[1]
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _key_in(pk_cols: list[Any], keys: set[Any]) -> Any:
+    if len(pk_cols) == 1:
+        return pk_cols[0].in_(list(keys))
+    return sa.tuple_(*pk_cols).in_([tuple(k) for k in keys])
+
+
+@register_explainer(SqlRule)
+def _explain_sql_rule(rule: SqlRule, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Explanation:
+    """A SQL-only rule has no in-process path: the explanation asks the database."""
+    session = c.get(SESSION_KEY)
+    state = sa_inspect(t, raiseerr=False) if t is not None else None
+    if session is None or state is None or state.key is None:
+        return Explanation(
+            str(rule), None, f"SQL-only rule {rule.name}: no in-process path", kind="SqlRule"
+        )
+    entity = state.mapper.class_
+    keys = [state.mapper.get_property_by_column(col).key for col in state.mapper.primary_key]
+    clause = sql_clause(compile_sql(rule, SqlEnv(entity, s, c, type(s))))
+    match = [getattr(entity, k) == v for k, v in zip(keys, state.key[1], strict=True)]
+    outcome = bool(session.execute(sa.select(sa.exists().where(*match, clause))).scalar())
+    verdict = "matches" if outcome else "does not match"
+    return Explanation(
+        str(rule),
+        outcome,
+        f"SQL-only rule {rule.name} (no in-process path, asked the database): {verdict}",
+        kind="SqlRule",
+    )

@@ -158,9 +158,13 @@ class MissingContext(InvalidArgument, KeyError):
 class NotAuthorized(BastionError):
     """``authorize`` denied the action. Carries who asked, for what, on which object."""
 
-    def __init__(self, subject: Any, permission: object, target: Any = None) -> None:
+    def __init__(
+        self, subject: Any, permission: object, target: Any = None, *, explanation: Any = None
+    ) -> None:
         self.subject = subject
         self.permission = permission
         self.target = target
+        #: the decision trace (``bastion.rules.explain.Explanation``), when it could be built
+        self.explanation = explanation
         on = f" on {target!r}" if target is not None else ""
         super().__init__(f"{subject!r} may not {permission!r}{on}")

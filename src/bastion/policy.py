@@ -287,6 +287,15 @@ class Policy:
             self._resolve_node(rule, permission, subject_type, target_type, (*_stack, key))
         )
 
+    def resolve_rule(self, record: RegisteredRule, permission: Hashable) -> Rule:
+        """One registered rule with its deferrals resolved (for explanations)."""
+        key = (permission, record.target_type)
+        return simplify(
+            self._resolve_node(
+                record.rule, permission, record.subject_type, record.target_type, (key,)
+            )
+        )
+
     def _resolve_node(
         self,
         node: Rule,

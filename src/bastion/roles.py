@@ -56,6 +56,7 @@ from bastion.errors import (
 )
 from bastion.policy import Policy, validate_permission_name
 from bastion.rules.dsl import AttrExpr, as_rule
+from bastion.rules.explain import Explanation, explain_rule, register_explainer
 from bastion.rules.nodes import (
     And,
     Attr,
@@ -517,3 +518,24 @@ def apply_rule(rule: Rule, identity: Any, objects: Any, context: Mapping[str, An
         return [o for o in objects if predicate(identity, o, context, None) is True]
     finally:
         LAZY_LOADS_ALLOWED.reset(token)
+
+
+@register_explainer(RoleGrant)
+def _explain_role(node: RoleGrant, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Explanation:
+    outcome = to_python(node)(s, t, c, i)
+    names = operand_reader(node.role)(s, t, c, i)
+    shown = names if node.many else [names]
+    holders, conditional = node.holders(), node.conditional()
+    parts = []
+    for name in shown or []:
+        if name in holders:
+            parts.append(f"role {name!r} holds {node.permission!r}")
+        elif name in conditional:
+            parts.append(f"role {name!r} holds {node.permission!r} where {conditional[name]}")
+        elif name in node.roles.roles:
+            parts.append(f"role {name!r} does not hold {node.permission!r}")
+        else:
+            parts.append(f"{name!r} is no role of {node.roles.name}")
+    children = [explain_rule(conditional[n], s, t, c, i) for n in shown or [] if n in conditional]
+    reason = "; ".join(parts) or f"no role ({node.role} is empty)"
+    return Explanation(str(node), outcome, reason, children, "RoleGrant")

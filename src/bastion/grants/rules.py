@@ -41,8 +41,15 @@ from bastion.errors import InvalidArgument, RuleNotTranslatable
 from bastion.grants.models import GLOBAL, GrantModels, UserLinks, scope_key
 from bastion.policy import validate_permission_name
 from bastion.rules.dsl import AttrExpr
+from bastion.rules.explain import Explanation, register_explainer
 from bastion.rules.nodes import Literal, Operand, Rule
-from bastion.rules.to_python import SESSION_KEY, Predicate, operand_reader, register_python
+from bastion.rules.to_python import (
+    SESSION_KEY,
+    Predicate,
+    operand_reader,
+    register_python,
+    to_python,
+)
 from bastion.rules.to_sql import SqlEnv, SqlValue, operand_sql, register_sql
 
 __all__ = [
@@ -144,6 +151,8 @@ class EffectiveGrants:
     now: datetime | None
     valid: frozenset[tuple[str, str, str]]
     sources: tuple[tuple[str, str, str, str], ...]  #: (token, scope_type, scope_id, tier)
+    #: (token, scope_type, scope_id, path) with the group/bundle names, for explanations
+    paths: tuple[tuple[str, str, str, str], ...] = ()
 
     def holds(self, token: str, scope: tuple[str, str] = GLOBAL) -> bool:
         """Held globally, or in ``scope``."""
@@ -170,6 +179,7 @@ _PATH_COLUMNS = (
     "b_id",
     "b_from",
     "b_until",
+    "via",
 )
 
 
@@ -182,29 +192,45 @@ def effective_query(models: GrantModels, links: UserLinks, user_id: Any) -> sa.S
     null_text, null_time = sa.null().cast(sa.String), sa.null().cast(sa.DateTime)
     one_edge = (null_text, null_text, null_time, null_time)
 
-    def cols(tier: str, a: Any, b: Any) -> list[Any]:
+    bundles, groups = models.Bundle.__table__, models.Group.__table__
+
+    def cols(tier: str, a: Any, b: Any, via: Any) -> list[Any]:
         second = (
             one_edge
             if b is None
             else (b.c.scope_type, b.c.scope_id, b.c.valid_from, b.c.expires_at)
         )
         first = (a.c.scope_type, a.c.scope_id, a.c.valid_from, a.c.expires_at)
-        values: tuple[Any, ...] = (p.c.token, sa.literal(tier), *first, *second)
+        values: tuple[Any, ...] = (p.c.token, sa.literal(tier), *first, *second, via)
         return [value.label(name) for value, name in zip(values, _PATH_COLUMNS, strict=True)]
 
+    def label(kind: str, table: Any, column: Any) -> Any:
+        # the group's or bundle's label, for explanations ("group editors → bundle publishing")
+        name = sa.select(table.c.label).where(table.c.id == column).scalar_subquery()
+        return sa.literal(f"{kind} ") + name
+
     branches = [
-        sa.select(*cols("direct", up, None))
+        sa.select(*cols("direct", up, None, sa.literal("direct")))
         .join_from(up, p, p.c.id == up.c.permission_id)
         .where(up.c.user_id == user_id),
-        sa.select(*cols("bundle", ub, None))
+        sa.select(*cols("bundle", ub, None, label("bundle", bundles, ub.c.bundle_id)))
         .join_from(ub, bp, bp.c.bundle_id == ub.c.bundle_id)
         .join(p, p.c.id == bp.c.permission_id)
         .where(ub.c.user_id == user_id),
-        sa.select(*cols("group", ug, gp))
+        sa.select(*cols("group", ug, gp, label("group", groups, ug.c.group_id)))
         .join_from(ug, gp, gp.c.group_id == ug.c.group_id)
         .join(p, p.c.id == gp.c.permission_id)
         .where(ug.c.user_id == user_id),
-        sa.select(*cols("group bundle", ug, gb))
+        sa.select(
+            *cols(
+                "group bundle",
+                ug,
+                gb,
+                label("group", groups, ug.c.group_id)
+                + " → "
+                + label("bundle", bundles, gb.c.bundle_id),
+            )
+        )
         .join_from(ug, gb, gb.c.group_id == ug.c.group_id)
         .join(bp, bp.c.bundle_id == gb.c.bundle_id)
         .join(p, p.c.id == bp.c.permission_id)
@@ -242,6 +268,7 @@ def load_effective(session: Session, models: GrantModels, subject: Any) -> Effec
         now = datetime.fromisoformat(now)
     valid: set[tuple[str, str, str]] = set()
     sources: list[tuple[str, str, str, str]] = []
+    paths: list[tuple[str, str, str, str]] = []
     for row in rows:
         scope = _combine((row[2], row[3]), (row[6], row[7]))
         windows = _in_window(now, row[4], row[5]) and (
@@ -250,7 +277,8 @@ def load_effective(session: Session, models: GrantModels, subject: Any) -> Effec
         if scope is not None and windows:
             valid.add((row[0], *scope))
             sources.append((row[0], *scope, row[1]))
-    return EffectiveGrants(now, frozenset(valid), tuple(sources))
+            paths.append((row[0], *scope, row.via))
+    return EffectiveGrants(now, frozenset(valid), tuple(sources), tuple(paths))
 
 
 def effective_grants(session: Session, models: GrantModels, subject: Any) -> EffectiveGrants | None:
@@ -339,10 +367,15 @@ def _has_grant_python(node: HasGrant) -> Predicate:
     return pred
 
 
+def _user(edge: Any, user_id: Any) -> ColumnElement[bool]:
+    return sa.true() if user_id is None else edge.c.user_id == user_id
+
+
 def _tiers(
     models: GrantModels, links: UserLinks, user_id: Any, token: str
 ) -> list[tuple[sa.Select[Any], list[Any]]]:
-    """Per tier: a SELECT FROM its tables (subject and permission fixed) and its scoped edges."""
+    """Per tier: a SELECT FROM its tables (subject and permission fixed) and its scoped edges.
+    ``user_id=None``: every user (who_can); the first edge's ``user_id`` is the holder."""
     p = models.Permission.__table__
     pid = sa.select(p.c.id).where(p.c.token == token).scalar_subquery()
     up, ub, ug = links.permissions, links.bundles, links.groups
@@ -351,19 +384,19 @@ def _tiers(
         (
             sa.select(sa.literal(1))
             .select_from(up)
-            .where(up.c.user_id == user_id, up.c.permission_id == pid),
+            .where(_user(up, user_id), up.c.permission_id == pid),
             [up],
         ),
         (
             sa.select(sa.literal(1))
             .select_from(ub.join(bp, bp.c.bundle_id == ub.c.bundle_id))
-            .where(ub.c.user_id == user_id, bp.c.permission_id == pid),
+            .where(_user(ub, user_id), bp.c.permission_id == pid),
             [ub],
         ),
         (
             sa.select(sa.literal(1))
             .select_from(ug.join(gp, gp.c.group_id == ug.c.group_id))
-            .where(ug.c.user_id == user_id, gp.c.permission_id == pid),
+            .where(_user(ug, user_id), gp.c.permission_id == pid),
             [ug, gp],
         ),
         (
@@ -373,10 +406,44 @@ def _tiers(
                     bp, bp.c.bundle_id == gb.c.bundle_id
                 )
             )
-            .where(ug.c.user_id == user_id, bp.c.permission_id == pid),
+            .where(_user(ug, user_id), bp.c.permission_id == pid),
             [ug, gb],
         ),
     ]
+
+
+def _holders_sql(node: HasGrant, env: SqlEnv) -> SqlValue:
+    """Row mode (who_can): the subject row's key is among the users holding the permission."""
+    mapper = sa_inspect(env.subject_entity).mapper
+    links = node.models.links_for(mapper.class_)
+    if links is None:
+        return False
+    pk = getattr(env.subject_entity, mapper.get_property_by_column(links.pk).key)
+    scope_type, scope_value = _scope(node, env)
+    holders = []
+    for stmt, edges in _tiers(node.models, links, None, node.permission):
+        if scope_value is None:
+            matches = [_is_global(e) for e in edges]
+        else:
+            kind, value = scope_value
+            if kind == "value" and value is None:
+                matches = [_is_global(e) for e in edges]
+            else:
+                matches = [_scope_matches(e, scope_type, kind, value) for e in edges]
+        holders.append(
+            stmt.with_only_columns(edges[0].c.user_id).where(*matches, *(_valid(e) for e in edges))
+        )
+    return pk.in_(sa.union_all(*holders))  # type: ignore[no-any-return]
+
+
+def _scope_matches(edge: Any, scope_type: str, kind: str, value: Any) -> ColumnElement[bool]:
+    """The edge is global, or scoped to ``scope_type`` and this id (a value or a column)."""
+    if kind == "value":
+        same = sa.and_(edge.c.scope_type == scope_type, edge.c.scope_id == scope_key(value))
+    else:
+        typed = sa.cast(sa.case((edge.c.scope_type == scope_type, edge.c.scope_id)), value.type)
+        same = sa.and_(edge.c.scope_type == scope_type, typed == value)
+    return sa.or_(_is_global(edge), same)
 
 
 def _is_global(edge: Any) -> ColumnElement[bool]:
@@ -387,6 +454,8 @@ def _is_global(edge: Any) -> ColumnElement[bool]:
 def _has_grant_sql(node: HasGrant, env: SqlEnv) -> SqlValue:
     if env.symbolic:
         return _symbolic(node, env)
+    if env.row:
+        return _holders_sql(node, env)
     links = node.models.links_for(type(env.subject)) if env.subject is not None else None
     user_id = _subject_id(env.subject, links) if links is not None else None
     if links is None or user_id is None:
@@ -584,3 +653,43 @@ def holds_rule(
         raise InvalidArgument(f"a scope type is a non-empty string, got {scope_type!r}")
     operand = value.node if isinstance(value, AttrExpr) else Literal(value)
     return HasGrant(models, token, scope_type, operand)
+
+
+# ---------------------------------------------------------------------------------------------
+# explanations
+
+
+def _wanted_scope(node: HasGrant, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Any:
+    if node.object_scope:
+        state = sa_inspect(t, raiseerr=False) if t is not None else None
+        if state is None or state.key is None or len(state.key[1]) != 1:
+            return None
+        return (type(t).__name__, scope_key(state.key[1][0]))
+    if node.scope is None:
+        return None
+    value = operand_reader(node.scope)(s, t, c, i)
+    return None if value is None else (node.scope_type, scope_key(value))
+
+
+@register_explainer(HasGrant)
+def _explain_grant(node: HasGrant, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Explanation:
+    outcome = to_python(node)(s, t, c, i)
+    session = c.get(SESSION_KEY)
+    grants = effective_grants(session, node.models, s) if session is not None else None
+    wanted = _wanted_scope(node, s, t, c, i)
+    where = "" if wanted is None else f" in {wanted[0]} {wanted[1]}"
+    if outcome and grants is not None:
+        paths = [
+            (via, st)
+            for token, st, sid, via in grants.paths
+            if token == node.permission and ((st, sid) == GLOBAL or (st, sid) == wanted)
+        ]
+        via, scope_type = paths[0] if paths else ("?", "")
+        scope = " (global grant)" if scope_type == "" else where
+        reason = f"{via} → permission {node.permission}{scope}"
+    else:
+        held = 0 if grants is None else len(grants.valid)
+        reason = f"no grant of {node.permission} globally{' or' + where if where else ''} " + (
+            f"among the subject's {held} effective grants"
+        )
+    return Explanation(str(node), outcome, reason, kind="HasGrant")

@@ -51,6 +51,8 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.schema import SchemaItem
 
+from bastion.errors import InvalidArgument
+
 __all__ = [
     "BRANCH_LABEL",
     "GRANTS_REVISION",
@@ -118,7 +120,7 @@ def create_link(
     op.create_table(
         name,
         sa.Column(lname, ltype, sa.ForeignKey(lref, ondelete="CASCADE"), primary_key=True),
-        sa.Column(rname, rtype, sa.ForeignKey(rref), primary_key=True),
+        sa.Column(rname, rtype, sa.ForeignKey(rref, ondelete="CASCADE"), primary_key=True),
         *(edge_columns() if edge else []),
     )
     op.create_index(f"ix_{name}_{rname}", name, [rname, lname])
@@ -126,7 +128,7 @@ def create_link(
 
 def _link_names(user_table_name: str, prefix: str, table_prefix: str | None) -> str:
     if not user_table_name or not prefix:
-        raise ValueError("the user table name and the prefix must not be empty")
+        raise InvalidArgument("the user table name and the prefix must not be empty")
     return f"{prefix}{table_prefix or user_table_name}"
 
 

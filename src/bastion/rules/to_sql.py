@@ -64,6 +64,7 @@ from bastion.rules.nodes import (
 from bastion.rules.to_python import OPERATORS, in_3vl
 
 __all__ = [
+    "ROW",
     "SQL_COMPILERS",
     "SYMBOLIC",
     "RuleInputs",
@@ -71,6 +72,7 @@ __all__ = [
     "SqlValue",
     "register_sql",
     "rule_inputs",
+    "same_rows",
     "scoped_alias",
     "sql_clause",
     "to_sql",
@@ -88,6 +90,16 @@ class _Symbolic:
 
 
 SYMBOLIC: Any = _Symbolic()
+
+
+class _Row:
+    """'The subject is a row' (who_can): its values are columns of ``SqlEnv.subject_entity``."""
+
+    def __repr__(self) -> str:
+        return "ROW"
+
+
+ROW: Any = _Row()
 _counter = itertools.count()
 
 
@@ -103,10 +115,17 @@ class SqlEnv:
     positive: bool = True
     depth: int = 0  #: how many relationship subqueries enclose the node
     extra: dict[str, Any] = field(default_factory=dict)
+    #: "row mode" (who_can): the subject is a row of this entity, not a known instance
+    subject_entity: Any = None
 
     @property
     def symbolic(self) -> bool:
         return self.subject is SYMBOLIC
+
+    @property
+    def row(self) -> bool:
+        """True when the subject is a row of ``subject_entity`` (the rule read backwards)."""
+        return self.subject_entity is not None
 
     def entity(self, scope: str) -> Any:
         entity = self.target if scope == "target" else self.it
@@ -280,6 +299,8 @@ def operand_sql(operand: Operand, env: SqlEnv, *, expanding: bool = False) -> tu
         except KeyError:
             raise MissingContext(operand.name) from None
     if operand.scope == "subject":
+        if env.row:
+            return "sql", _subject_column(env, operand.name)
         if env.symbolic:
             return "sql", _param(f"subject_{operand.name}", expanding=expanding)
         return "value", getattr(
@@ -287,6 +308,17 @@ def operand_sql(operand: Operand, env: SqlEnv, *, expanding: bool = False) -> tu
         ) if env.subject is not None else None
     entity = env.entity(operand.scope)
     return "sql", getattr(entity, operand.name)
+
+
+def _subject_column(env: SqlEnv, name: str) -> Any:
+    mapper = sa_inspect(env.subject_entity).mapper
+    if name not in mapper.column_attrs:
+        raise RuleNotTranslatable(
+            f"subject.{name}",
+            f"{mapper.class_.__name__}.{name} is not a mapped column: who_can() cannot read the "
+            "rule from the subject's side",
+        )
+    return getattr(env.subject_entity, name)
 
 
 _FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -404,9 +436,10 @@ def _relationship(entity: Any, name: str) -> Any:
 
 @register_sql(Related)
 def _related(node: Related, env: SqlEnv) -> SqlValue:
-    if node.scope == "subject":
+    if node.scope == "subject" and not env.row:
         return _related_from_subject(node, env)
-    attr = _relationship(env.entity(node.scope), node.name)
+    owner = env.subject_entity if node.scope == "subject" else env.entity(node.scope)
+    attr = _relationship(owner, node.name)
     if env.positive and isinstance(node.where, Same) and node.where.scope == "it":
         direct = _is_subject_direct(attr, env)
         if direct is not None:
@@ -427,7 +460,7 @@ def _is_subject_direct(attr: Any, env: SqlEnv) -> SqlValue | None:
     """``target.owner == subject`` on a many-to-one as ``owner_id = :pk`` (sargable, no EXISTS).
 
     Only in positive polarity: a NULL foreign key makes this UNKNOWN where EXISTS says FALSE."""
-    if env.symbolic or attr.property.uselist or env.subject is None:
+    if env.symbolic or env.row or attr.property.uselist or env.subject is None:
         return None
     state = sa_inspect(env.subject, raiseerr=False)
     if state is None or state.key is None:
@@ -572,6 +605,8 @@ def _ancestors(node: Ancestors, env: SqlEnv) -> SqlValue:
 
 @register_sql(SqlRule)
 def _sql_rule(node: SqlRule, env: SqlEnv) -> SqlValue:
+    if env.row:
+        raise RuleNotTranslatable(node, "a SQL-only rule takes a subject instance: no who_can()")
     if env.symbolic:
         return True  # the function needs a real subject: it is called when filtering
     entity = env.entity("target")
@@ -592,6 +627,20 @@ def _python_rule(node: PythonRule, env: SqlEnv) -> SqlValue:
     raise RuleNotTranslatable(node, "a Python callable has no SQL form")
 
 
+def same_rows(a: Any, b: Any) -> SqlValue:
+    """Two entities (aliases) are the same row: same class hierarchy, equal primary keys."""
+    ma, mb = sa_inspect(a).mapper, sa_inspect(b).mapper
+    if ma.base_mapper is not mb.base_mapper:
+        return False
+    return sa.and_(
+        *(
+            getattr(a, ma.get_property_by_column(c).key)
+            == getattr(b, mb.get_property_by_column(c).key)
+            for c in ma.base_mapper.primary_key
+        )
+    )
+
+
 @register_sql(Same)
 def _same(node: Same, env: SqlEnv) -> SqlValue:
     if env.subject is None:
@@ -600,6 +649,8 @@ def _same(node: Same, env: SqlEnv) -> SqlValue:
         # The subject is itself (as in Python). ``env.entity("subject")`` would be ``it``:
         # compared with ``it`` inside ``.any()``, or refused outside one.
         return True
+    if env.row:
+        return same_rows(env.entity(node.scope), env.subject_entity)
     entity = env.entity(node.scope)
     info = sa_inspect(entity)
     mapper = getattr(info, "mapper", info)
