@@ -51,7 +51,15 @@ from bastion.rules.dsl import AttrExpr, as_rule
 from bastion.rules.nodes import ALLOW, And, Deferred, Or, PythonRule, Reroot, Rule, SqlRule
 from bastion.rules.simplify import simplify
 from bastion.rules.to_python import Predicate, to_python
-from bastion.rules.to_sql import SYMBOLIC, RuleInputs, rule_inputs, to_sql
+from bastion.rules.to_sql import (
+    ROW,
+    SYMBOLIC,
+    RuleInputs,
+    SqlEnv,
+    compile_sql,
+    rule_inputs,
+    to_sql,
+)
 from bastion.rules.validate import mapper_of, validate
 
 __all__ = ["ALL_PERMISSIONS", "Plan", "Policy", "RegisteredRule", "validate_permission_name"]
@@ -131,6 +139,7 @@ class Policy:
     def __init__(self, permissions: Iterable[Hashable] = (), *, name: str = "policy") -> None:
         self.name = name
         self._permissions: dict[Hashable, None] = {}
+        self._reversible: set[Hashable] = set()
         self._rules: dict[tuple[type | None, type], list[RegisteredRule]] = {}
         self._plans: dict[tuple[Hashable, type, type | None], Plan] = {}
         #: plans keyed as ``Authorizer.check`` looks them up (``type(None)`` for no target);
@@ -139,11 +148,21 @@ class Policy:
         self.declare(*permissions)
 
     # permissions -------------------------------------------------------------------------
-    def declare(self, *permissions: Hashable) -> None:
-        """Declare permissions (idempotent). All are validated before any is added."""
+    def declare(self, *permissions: Hashable, who_can: bool = False) -> None:
+        """Declare permissions (idempotent). All are validated before any is added.
+
+        ``who_can=True`` promises reverse lookups (``Authorizer.who_can``): every rule
+        registered for these permissions must then also compile from the subject's side, or
+        registration raises ``RuleNotTranslatable`` (never a partial list later)."""
         checked = [validate_permission_name(p) for p in permissions]
+        if who_can:
+            for record in self.rules():
+                if record.permission in checked:
+                    compile_reverse(record.rule, record.subject_type, record.target_type)
         for p in checked:
             self._permissions.setdefault(p, None)
+            if who_can:
+                self._reversible.add(p)
 
     @property
     def permissions(self) -> tuple[Hashable, ...]:
@@ -192,6 +211,8 @@ class Policy:
             rule = as_rule(when)
         rule_name = _rule_name(name, rule)
         compile_both_ways(rule, subject_type, target_type, sql=not check_only)
+        if any(p in self._reversible or (p is ALL_PERMISSIONS and self._reversible) for p in perms):
+            compile_reverse(rule, subject_type, target_type)
         bucket = self._rules.get((target_type, subject_type), [])
         records = [
             RegisteredRule(p, subject_type, target_type, rule, rule_name, check_only) for p in perms
@@ -209,12 +230,14 @@ class Policy:
     def copy(self) -> Policy:
         """An independent policy with the same permissions and rules."""
         clone = Policy(self.permissions, name=self.name)
+        clone._reversible = set(self._reversible)
         clone._rules = {key: list(bucket) for key, bucket in self._rules.items()}
         return clone
 
     def adopt(self, other: Policy) -> None:
         """Take the permissions and rules of ``other`` (a copy changed as one unit of work)."""
         self._permissions = dict(other._permissions)
+        self._reversible = set(other._reversible)
         self._rules = {key: list(bucket) for key, bucket in other._rules.items()}
         self._plans.clear()
         self.plans_by_call_key.clear()
@@ -512,3 +535,27 @@ def compile_both_ways(
         raise
     except (sa.exc.SQLAlchemyError, AttributeError, TypeError, ValueError) as exc:
         raise RuleNotTranslatable(rule, f"SQL compilation failed: {exc}") from exc
+
+
+class _AnyContext(dict[str, Any]):
+    """Context for registration-time checks: every ``ctx`` value is unknown (None)."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
+def compile_reverse(rule: Rule, subject_type: type, target_type: type | None) -> None:
+    """Compile ``rule`` from the subject's side (as ``who_can`` does), or raise
+    ``RuleNotTranslatable`` saying why it cannot be read backwards."""
+    if mapper_of(subject_type) is None:
+        raise RuleNotTranslatable(
+            rule, f"who_can needs a mapped subject class, not {subject_type.__name__}"
+        )
+    rule = _for_validation(rule)
+    env = SqlEnv(target_type, ROW, _AnyContext(), subject_type, subject_entity=subject_type)
+    try:
+        compile_sql(rule, env)
+    except BastionError:
+        raise
+    except (sa.exc.SQLAlchemyError, AttributeError, TypeError, ValueError) as exc:
+        raise RuleNotTranslatable(rule, f"cannot be read from the subject's side: {exc}") from exc
