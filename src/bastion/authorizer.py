@@ -36,9 +36,16 @@ import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql import util as sql_util
+from sqlalchemy.sql.elements import ColumnElement, True_
 
-from bastion.errors import InvalidArgument, NotAuthorized, RuleNotTranslatable, UnmappedClass
+from bastion.errors import (
+    InvalidArgument,
+    MissingContext,
+    NotAuthorized,
+    RuleNotTranslatable,
+    UnmappedClass,
+)
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy
 from bastion.rules.explain import Explanation, describe, explain_rule, register_explainer
 from bastion.rules.nodes import Or, SqlRule
@@ -105,10 +112,15 @@ class Authorizer:
             plan = self._plans[(permission, type(subject), type(target))]
         except (KeyError, TypeError):
             plan = self._plan(permission, subject, target)
+        if plan.inputs.context_names:
+            _require_context(plan, context)
         context[SESSION_KEY] = self.session
         try:
             return plan.predicate(subject, target, context, None) is True
         except NotLoaded as missing:
+            if target is not None and _is_new(target):
+                # no row to query: decide from the object's own values (loading the subject's)
+                return self._check_lazily(plan, subject, target, context)
             if missing.prefetch is not None:  # e.g. a folder's ancestors: load them, walk again
                 self.session.execute(missing.prefetch).all()
                 try:
@@ -447,7 +459,10 @@ class Authorizer:
             raise RuleNotTranslatable(
                 plan.rule, f"{permission!r} cannot be filtered in SQL: {plan.sql_error}"
             )
-        return stmt.where(self.filter_clause(plan, entity, subject, context))
+        clause = self.filter_clause(plan, entity, subject, context)
+        if isinstance(clause, True_):
+            return stmt  # nothing to narrow (e.g. an admin): no ``WHERE true``
+        return stmt.where(clause)
 
     def filter_clause(
         self, plan: Plan, entity: Any, subject: Any, context: Mapping[str, Any]
@@ -510,7 +525,11 @@ def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:
     if isinstance(query, type):
         if mapper_of(query) is None:
             raise UnmappedClass(query)
-        return sa.select(query), entity if entity is not None else query
+        if entity is not None:
+            _require_mapped(entity)
+            if entity is not query:
+                return _statement_and_entity(sa.select(query), entity)
+        return sa.select(query), query
     if not isinstance(query, Select):
         raise InvalidArgument(f"filter() takes a mapped class or a Select, got {query!r}")
     if entity is None:
@@ -520,9 +539,30 @@ def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:
             raise InvalidArgument(
                 "cannot tell which entity to filter in this Select: pass entity=Model"
             )
-    elif mapper_of(entity) is None:
-        raise UnmappedClass(entity)
+    else:
+        _require_mapped(entity)
+        if not _selects_from(query, entity):
+            # filtering an entity the statement does not select from would add it to FROM: a
+            # cross join that repeats every row once per allowed row of the other entity
+            raise InvalidArgument(f"the statement does not select from {entity!r}")
     return query, entity
+
+
+def _require_mapped(entity: Any) -> None:
+    if isinstance(entity, type):
+        if mapper_of(entity) is None:
+            raise UnmappedClass(entity)
+    elif sa_inspect(entity, raiseerr=False) is None or mapper_of(entity) is None:
+        raise InvalidArgument(f"entity= takes a mapped class or alias, got {entity!r}")
+
+
+def _selects_from(query: Select[Any], entity: Any) -> bool:
+    selectable = sa_inspect(entity).selectable
+    return any(
+        selectable in sql_util.find_tables(f, include_aliases=True, include_joins=True)
+        or f is selectable
+        for f in query.get_final_froms()
+    )
 
 
 def _primary_key(obj: Any) -> Any:
@@ -562,3 +602,15 @@ def _explain_sql_rule(rule: SqlRule, s: Any, t: Any, c: Mapping[str, Any], i: An
         f"SQL-only rule {rule.name} (no in-process path, asked the database): {verdict}",
         kind="SqlRule",
     )
+
+
+def _require_context(plan: Plan, context: Mapping[str, Any]) -> None:
+    """Every ``ctx`` value a rule reads must be passed, whichever branch decides."""
+    for name in plan.inputs.context_names:
+        if name not in context:
+            raise MissingContext(name)
+
+
+def _is_new(obj: Any) -> bool:
+    state = sa_inspect(obj, raiseerr=False)
+    return state is not None and state.key is None

@@ -49,6 +49,18 @@ __all__ = [
 class BastionError(Exception):
     """Root of every error bastion raises on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take their context as constructor arguments; rebuild from the message and
+        # the attributes instead, so that errors pickle and copy (multiprocessing, task queues).
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[BastionError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class PolicyError(BastionError):
     """The policy is misconfigured; raised when the policy is built, never as a wrong answer."""

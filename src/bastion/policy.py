@@ -202,7 +202,8 @@ class Policy:
         raises ``RuleNotTranslatable`` instead of returning a partial list.
         """
         subject_type, target_type = _check_types(subject, target)
-        perms = [self.require_permission(p) for p in permissions] or [ALL_PERMISSIONS]
+        perms = list(dict.fromkeys(self.require_permission(p) for p in permissions))
+        perms = perms or [ALL_PERMISSIONS]
         if not permissions and target_type is None:
             raise InvalidArgument("a rule without permissions must name a target type")
         if check_only and callable(when) and not isinstance(when, (Rule, AttrExpr)):

@@ -109,7 +109,7 @@ _UNMAPPED: set[type] = set()
 def read_attribute(obj: Any, key: str) -> Any:
     """``obj.key`` without lazy loading; raises :class:`NotLoaded` if a query would be needed."""
     if type(obj) in _UNMAPPED:
-        return getattr(obj, key)
+        return getattr(obj, key, None)
     try:
         return obj.__dict__[key]
     except (KeyError, AttributeError):
@@ -124,7 +124,7 @@ def _read_slow(obj: Any, key: str) -> Any:
     except (AttributeError, UnmappedInstanceError):
         if not hasattr(type(obj), "_sa_class_manager"):
             _UNMAPPED.add(type(obj))
-        return getattr(obj, key)
+        return getattr(obj, key, None)  # a missing attribute is NULL, as in the SQL compiler
     if (
         key in state.mapper.attrs
         and state.key is not None
@@ -174,7 +174,7 @@ def operand_reader(operand: Operand) -> _Reader:
 
         def read_target(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Any:
             if type(t) in unmapped:
-                return getattr(t, key)
+                return getattr(t, key, None)
             try:
                 return t.__dict__[key]
             except (KeyError, AttributeError):
@@ -185,7 +185,7 @@ def operand_reader(operand: Operand) -> _Reader:
 
         def read_subject(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Any:
             if type(s) in unmapped:
-                return getattr(s, key)
+                return getattr(s, key, None)
             try:
                 return s.__dict__[key]
             except (KeyError, AttributeError):
@@ -424,7 +424,12 @@ def _foreign_key_is_subject(owner: Any, key: str, subject: Any) -> bool:
 @register_python(PythonRule)
 def _python_rule(node: PythonRule) -> Predicate:
     fn = node.fn
-    return lambda s, t, c, i: bool(fn(s, t, **c))
+
+    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
+        # the Authorizer's session travels in the context; the function gets the caller's only
+        return bool(fn(s, t, **{k: v for k, v in c.items() if k != SESSION_KEY}))
+
+    return pred
 
 
 def _related_objects(value: Any) -> Any:
