@@ -44,7 +44,9 @@ from bastion.rules.dsl import AttrExpr
 from bastion.rules.explain import Explanation, register_explainer
 from bastion.rules.nodes import Literal, Operand, Rule
 from bastion.rules.to_python import (
+    IO_FORBIDDEN,
     SESSION_KEY,
+    NotLoaded,
     Predicate,
     operand_reader,
     register_python,
@@ -289,6 +291,8 @@ def effective_grants(session: Session, models: GrantModels, subject: Any) -> Eff
         return cache[key]
     except KeyError:
         pass
+    if IO_FORBIDDEN.get():  # an async caller's fast path: it will retry through run_sync
+        raise NotLoaded("effective grants")
     found = load_effective(session, models, subject)
     cache[key] = found
     return found

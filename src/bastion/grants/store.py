@@ -50,8 +50,10 @@ class GrantStore:
     def _change(
         self, action: str, subject: str, obj: str = "", scope: str = "", reason: str | None = None
     ) -> Iterator[None]:
-        begin = self.session.begin_nested if self.session.in_transaction() else self.session.begin
-        with begin():
+        nested = self.session.in_transaction()
+        if nested:
+            _begin_sqlite(self.session)
+        with (self.session.begin_nested if nested else self.session.begin)():
             yield
             self.session.execute(
                 sa.insert(self.models.audit).values(
@@ -344,6 +346,19 @@ class GrantStore:
         else:
             statement = statement.on_conflict_do_nothing(index_elements=keys)
         self.session.execute(statement)
+
+
+def _begin_sqlite(session: Session) -> None:
+    """Fix: pysqlite (legacy transaction control, the default before Python 3.12) opens a database
+    transaction only before INSERT/UPDATE/DELETE. In a session that has only read so far, the
+    store's SAVEPOINT opened the database transaction itself and its RELEASE committed it: the
+    change was committed at once, and the caller's rollback did not undo it. Open it first."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    raw: Any = connection.connection.dbapi_connection
+    if getattr(raw, "in_transaction", True) is False and raw.isolation_level is not None:
+        connection.exec_driver_sql("BEGIN")
 
 
 def scope_of(scope: Scope) -> tuple[str, str]:

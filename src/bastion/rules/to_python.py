@@ -45,6 +45,7 @@ from bastion.rules.nodes import (
 )
 
 __all__ = [
+    "IO_FORBIDDEN",
     "LAZY_LOADS_ALLOWED",
     "PYTHON_COMPILERS",
     "SESSION_KEY",
@@ -138,6 +139,11 @@ def _read_slow(obj: Any, key: str) -> Any:
 #: The context key under which the Authorizer passes its session to predicates that need one
 #: (rules over stored grants). Not a Python identifier, so no caller's ``**context`` collides.
 SESSION_KEY = "bastion session"
+
+#: Set by ``AsyncAuthorizer`` while it tries a check without awaiting: anything that would
+#: query (e.g. loading a subject's stored grants) raises NotLoaded instead, and the check is
+#: then run again, awaited, through ``AsyncSession.run_sync``.
+IO_FORBIDDEN: ContextVar[bool] = ContextVar("bastion_io_forbidden", default=False)
 
 #: Set by the Authorizer while it evaluates a rule that has no SQL form (``check_only``): such a
 #: rule cannot fall back to a query, so missing attributes are loaded the ordinary way.

@@ -1,0 +1,1 @@
+"""KegBouncer's ``keg_bouncer.model``: ``entities``, ``mixins``, ``migration``, ``utils``."""
