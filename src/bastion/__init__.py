@@ -5,6 +5,7 @@ everything else is internal.
 """
 
 from bastion.authorizer import Authorizer
+from bastion.enforcement import UnauthorizedLoad, enforcement, install_enforcement, unrestricted
 from bastion.errors import (
     BastionError,
     DuplicateName,
@@ -23,6 +24,7 @@ from bastion.errors import (
 )
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy, RegisteredRule
 from bastion.roles import Permission, Role, RoleGrant, RolePolicy
+from bastion.sessions import authorize_queries, authorized_sessionmaker
 from bastion.rules import ALLOW, DENY, UNKNOWN, Rule, ancestors, ctx, it, subject, target
 
 __version__ = "0.1.0"
@@ -53,11 +55,17 @@ __all__ = [
     "Rule",
     "RuleNotTranslatable",
     "UnknownAttribute",
+    "UnauthorizedLoad",
     "UnmappedClass",
     "UnusedPermission",
     "ancestors",
+    "authorize_queries",
+    "authorized_sessionmaker",
     "ctx",
+    "enforcement",
+    "install_enforcement",
     "it",
     "subject",
     "target",
+    "unrestricted",
 ]

@@ -39,6 +39,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.elements import ColumnElement, True_
 
+from bastion.enforcement import INTERNAL, mark_authorized
 from bastion.errors import (
     InvalidArgument,
     MissingContext,
@@ -114,6 +115,8 @@ class Authorizer:
             plan = self._plan(permission, subject, target)
         if plan.inputs.context_names:
             _require_context(plan, context)
+        if target is not None:
+            mark_authorized(type(target))
         context[SESSION_KEY] = self.session
         try:
             return plan.predicate(subject, target, context, None) is True
@@ -122,7 +125,7 @@ class Authorizer:
                 # no row to query: decide from the object's own values (loading the subject's)
                 return self._check_lazily(plan, subject, target, context)
             if missing.prefetch is not None:  # e.g. a folder's ancestors: load them, walk again
-                self.session.execute(missing.prefetch).all()
+                self._execute(missing.prefetch).all()
                 try:
                     return plan.predicate(subject, target, context, None) is True
                 except NotLoaded:
@@ -136,7 +139,13 @@ class Authorizer:
         finally:
             LAZY_LOADS_ALLOWED.reset(token)
 
+    def _execute(self, statement: Any) -> Any:
+        """Run one of bastion's own queries (not restricted nor reported as a data access)."""
+        return self.session.execute(statement.execution_options(**{INTERNAL: True}))
+
     def _lookup(self, permission: Hashable, subject: Any, target: Any) -> Plan:
+        if target is not None:
+            mark_authorized(type(target))
         try:
             return self._plans[(permission, type(subject), type(target))]
         except (KeyError, TypeError):
@@ -208,8 +217,16 @@ class Authorizer:
         context[SESSION_KEY] = self.session
         result: dict[Any, set[Hashable]] = {}
         pending: dict[type, dict[Hashable, list[Any]]] = {}
+        classes: dict[Any, type] = {}
         for obj in objects:
             key = _primary_key(obj)
+            # Fix: objects of two classes with equal keys (Document 1, Folder 1) shared one
+            # entry of the result, each silently getting the other's actions. Refused instead.
+            if classes.setdefault(key, type(obj)) is not type(obj):
+                raise InvalidArgument(
+                    f"the page holds a {classes[key].__name__} and a {type(obj).__name__} with "
+                    f"the same key {key!r}: results are keyed by primary key, ask once per class"
+                )
             result[key] = set()
             for action in actions:
                 plan = self._lookup(action, subject, obj)
@@ -253,7 +270,7 @@ class Authorizer:
             clause = self._cached_clause(plan, cls, subject, context, union=False)
             columns.append(sa.case((clause, True), else_=False).label(f"action_{n}"))
         match = _key_in(pk_cols, wanted)
-        rows = self.session.execute(sa.select(*pk_cols, *columns).where(match)).all()
+        rows = self._execute(sa.select(*pk_cols, *columns).where(match)).all()
         decided = {tuple(row[: len(keys)]): row[len(keys) :] for row in rows}
         for n, (action, objs) in enumerate(by_action.items()):
             for obj in objs:
@@ -268,7 +285,7 @@ class Authorizer:
         """Answer a check with one ``SELECT EXISTS`` (used when the Python path lacks data)."""
         if target is None:
             clause = self._cached_clause(plan, None, subject, context, union=False)
-            return bool(self.session.execute(sa.select(clause)).scalar())
+            return bool(self._execute(sa.select(clause)).scalar())
         state = sa_inspect(target)
         if state.key is None:
             raise InvalidArgument(
@@ -283,7 +300,7 @@ class Authorizer:
         criteria = [col == value for col, value in zip(pk, state.key[1], strict=True)]
         clause = self._cached_clause(plan, entity, subject, context, union=False)
         query = sa.select(sa.exists().where(*criteria, clause))
-        return bool(self.session.execute(query).scalar())
+        return bool(self._execute(query).scalar())
 
     # reading the rules backwards and explaining them ------------------------------------------
     def who_can(
@@ -395,7 +412,7 @@ class Authorizer:
             count = None
             if counts:
                 counted = sa.select(sa.func.count()).select_from(entity).where(clause)
-                count = int(self.session.execute(counted).scalar() or 0)
+                count = int(self._execute(counted).scalar() or 0)
             branches.append(
                 FilterBranch(record.name, str(clause.compile(self.session.get_bind())), count)
             )
@@ -454,6 +471,7 @@ class Authorizer:
         """
         stmt, entity = _statement_and_entity(query, entity)
         cls = sa_inspect(entity).mapper.class_
+        mark_authorized(cls)
         plan = self.policy.plan(permission, type(subject), cls)
         if plan.sql_error is not None:
             raise RuleNotTranslatable(

@@ -1,0 +1,155 @@
+"""Enforcement coverage: make forgetting to authorize a loud error in development and tests.
+
+Inside ``with enforcement():`` (one per request or test; the Flask and FastAPI integrations can
+open it for you), every ORM ``SELECT`` that loads a *protected* model (one the policy has rules
+for) must come after a ``check``/``authorize``/``filter``/... of that model by an ``Authorizer``
+(or through an authorized session). Otherwise :class:`UnauthorizedLoad` is raised (or, with
+``mode="warn"``, a warning is issued) naming the model and the line of *your* code that ran the
+query. ``with unrestricted(reason="...")`` is the explicit escape hatch; the reason is logged on
+the ``bastion`` logger at WARNING.
+
+Install the hook once per engine-level session factory: ``install_enforcement(Session, policy)``
+(a ``Session`` class, a ``sessionmaker`` or one session).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import ORMExecuteState
+
+from bastion.errors import BastionError
+
+__all__ = [
+    "INTERNAL",
+    "EnforcementScope",
+    "UnauthorizedLoad",
+    "enforcement",
+    "install_enforcement",
+    "mark_authorized",
+    "unrestricted",
+]
+
+logger = logging.getLogger("bastion")
+
+#: Execution option set on the queries bastion itself runs (checks, pages, grants): they are
+#: authorization, not data access, and are neither restricted nor reported.
+INTERNAL = "bastion_internal"
+
+
+class UnauthorizedLoad(BastionError):
+    """A protected model was loaded in an enforcement scope without any check or filter."""
+
+    def __init__(self, model: type, location: str) -> None:
+        self.model = model
+        self.location = location
+        super().__init__(
+            f"{model.__name__} loaded at {location} without a check or filter: authorize it "
+            "(Authorizer.check/filter, an authorized session) or wrap the code in "
+            "bastion.unrestricted(reason=...)"
+        )
+
+
+@dataclass
+class EnforcementScope:
+    """What a scope has seen: the models authorized so far, the loads reported."""
+
+    mode: str = "raise"
+    authorized: set[type] = field(default_factory=set)
+    violations: list[UnauthorizedLoad] = field(default_factory=list)
+
+
+_SCOPE: ContextVar[EnforcementScope | None] = ContextVar("bastion_enforcement", default=None)
+_UNRESTRICTED: ContextVar[str | None] = ContextVar("bastion_unrestricted", default=None)
+
+
+@contextlib.contextmanager
+def enforcement(mode: str = "raise") -> Iterator[EnforcementScope]:
+    """Open an enforcement scope (``mode``: ``"raise"`` or ``"warn"``)."""
+    if mode not in ("raise", "warn"):
+        raise ValueError(f"mode is 'raise' or 'warn', not {mode!r}")
+    scope = EnforcementScope(mode)
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def unrestricted(reason: str) -> Iterator[None]:
+    """Load protected models without authorization, on purpose; ``reason`` is logged."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("unrestricted() needs a reason")
+    logger.warning("bastion: unrestricted data access: %s (at %s)", reason, _call_site())
+    token = _UNRESTRICTED.set(reason)
+    try:
+        yield
+    finally:
+        _UNRESTRICTED.reset(token)
+
+
+def is_unrestricted() -> bool:
+    """True inside ``unrestricted(...)``."""
+    return _UNRESTRICTED.get() is not None
+
+
+def mark_authorized(model: Any) -> None:
+    """Record that ``model`` was authorized in the current scope (called by the Authorizer)."""
+    scope = _SCOPE.get()
+    if scope is not None and isinstance(model, type):
+        scope.authorized.add(model)
+
+
+def install_enforcement(target: Any, policy: Any) -> None:
+    """Check every ORM ``SELECT`` run through ``target`` (a Session class, a sessionmaker or
+    a session) against the current enforcement scope; ``policy`` says which models are
+    protected (the target classes of its rules)."""
+
+    def check(state: ORMExecuteState) -> None:
+        scope = _SCOPE.get()
+        if scope is None or not state.is_select or is_unrestricted():
+            return
+        if state.execution_options.get(INTERNAL):
+            return
+        protected = {r.target_type for r in policy.rules() if r.target_type is not None}
+        for mapper in state.all_mappers:
+            cls = mapper.class_
+            if not any(issubclass(cls, p) for p in protected):
+                continue
+            if any(issubclass(cls, a) for a in scope.authorized):
+                continue
+            error = UnauthorizedLoad(cls, _call_site())
+            scope.violations.append(error)
+            if scope.mode == "raise":
+                raise error
+            warnings.warn(str(error), stacklevel=2)
+
+    sa.event.listen(target, "do_orm_execute", check)
+
+
+def _call_site() -> str:
+    """The innermost frame of the application (not SQLAlchemy, bastion or the stdlib)."""
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        path = frame.filename.replace("\\", "/")
+        if any(
+            part in path
+            for part in (
+                "/sqlalchemy/",
+                "/bastion/",
+                "/contextlib.py",
+                "/threading.py",
+                "/asyncio/",
+            )
+        ):
+            continue
+        return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return "<unknown>"
