@@ -24,8 +24,8 @@ from bastion.errors import (
 )
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy, RegisteredRule
 from bastion.roles import Permission, Role, RoleGrant, RolePolicy
-from bastion.sessions import authorize_queries, authorized_sessionmaker
 from bastion.rules import ALLOW, DENY, UNKNOWN, Rule, ancestors, ctx, it, subject, target
+from bastion.sessions import authorize_queries, authorized_sessionmaker
 
 __version__ = "0.1.0"
 
@@ -54,8 +54,8 @@ __all__ = [
     "RolePolicy",
     "Rule",
     "RuleNotTranslatable",
-    "UnknownAttribute",
     "UnauthorizedLoad",
+    "UnknownAttribute",
     "UnmappedClass",
     "UnusedPermission",
     "ancestors",
