@@ -48,6 +48,7 @@ from bastion.errors import (
     UnmappedClass,
 )
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy
+from bastion.rules.constructs import key_in
 from bastion.rules.explain import Explanation, describe, explain_rule, register_explainer
 from bastion.rules.nodes import Or, SqlRule
 from bastion.rules.to_python import LAZY_LOADS_ALLOWED, SESSION_KEY, NotLoaded
@@ -248,6 +249,13 @@ class Authorizer:
         token = LAZY_LOADS_ALLOWED.set(True)
         try:
             return plan.predicate(subject, obj, context, None) is True
+        except NotLoaded as missing:
+            # Fix: a SQL-only rule (policy.sql_rule) has no Python path even with lazy loads, and
+            # the internal NotLoaded leaked out of check() for a new object. Say what to do.
+            raise InvalidArgument(
+                f"the rule for {plan.permission!r} needs the database ({missing}), and {obj!r} "
+                "is not stored: flush it first"
+            ) from None
         finally:
             LAZY_LOADS_ALLOWED.reset(token)
 
@@ -536,7 +544,7 @@ class Authorizer:
         union = sa.union_all(*selects)
         outer = [getattr(entity, k) for k in keys]
         left = outer[0] if len(outer) == 1 else sa.tuple_(*outer)
-        return left.in_(union)
+        return key_in(left, union)
 
 
 def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:

@@ -74,11 +74,10 @@ EXISTS_TAGS = (
     "WHERE documents.id = document_tags_1.document_id "
     "AND bastion_it_tags_1.id = document_tags_1.tag_id AND bastion_it_tags_1.name = 'urgent')"
 )
-MEMBER_IN = (
+MEMBER_IN = (  # the subject's rows by their foreign key: no join with users
     "documents.org_id IN (SELECT bastion_it_memberships_1.org_id "
-    "FROM users AS bastion_subject_users_1 JOIN memberships AS bastion_it_memberships_1 "
-    "ON bastion_subject_users_1.id = bastion_it_memberships_1.user_id "
-    "WHERE bastion_subject_users_1.id = 1{extra})"
+    "FROM memberships AS bastion_it_memberships_1 "
+    "WHERE bastion_it_memberships_1.user_id = 1{extra})"
 )
 MEMBER_EXISTS = (
     "EXISTS (SELECT 1 AS anon_1 FROM users AS bastion_subject_users_1 "

@@ -38,6 +38,7 @@ from typing import Any, Union
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm import join as orm_join
 from sqlalchemy.sql.elements import ColumnElement
 
 from bastion.errors import InvalidArgument, MissingContext, RuleNotTranslatable
@@ -70,6 +71,7 @@ __all__ = [
     "RuleInputs",
     "SqlEnv",
     "SqlValue",
+    "exists_through",
     "register_sql",
     "rule_inputs",
     "same_rows",
@@ -449,11 +451,33 @@ def _related(node: Related, env: SqlEnv) -> SqlValue:
     body = compile_sql(node.where, replace(env, it=related, positive=True, depth=env.depth + 1))
     if body is False or body is None:
         return False
-    method = attr.has if not attr.property.uselist else attr.any
-    if body is True:
-        return method()  # type: ignore[no-any-return]
-    via = attr.of_type(related)
-    return (via.has if not attr.property.uselist else via.any)(body)  # type: ignore[no-any-return]
+    return exists_through(attr, related, body)
+
+
+def exists_through(attr: Any, alias: Any, body: Any) -> ColumnElement[bool]:
+    """``attr.of_type(alias).has(body)`` (or ``.any(body)``): EXISTS through the relationship
+    ``attr`` to ``alias``, with ``body`` a condition on the alias (``True``: any related row).
+
+    Fix: when the relationship leads to a single-table-inheritance subclass, SQLAlchemy's
+    ``has()``/``any()`` on ``of_type(alias)`` add the subclass's discriminator criterion
+    *unaliased* (seen on 2.0 and 2.1): an extra cartesian FROM, and on a self-referential table
+    (an adjacency list) a condition on the enclosing row that silently denies. For those targets
+    the EXISTS is built from the ORM join's ON clauses, which are adapted correctly."""
+    uselist = attr.property.uselist
+    if not sa_inspect(alias).mapper.single:
+        if body is True:
+            return attr.any() if uselist else attr.has()  # type: ignore[no-any-return]
+        via = attr.of_type(alias)
+        return via.any(body) if uselist else via.has(body)  # type: ignore[no-any-return]
+    join: Any = orm_join(attr.parent.entity, alias, attr.of_type(alias))
+    froms, onclauses = [alias], [join.onclause]
+    if attr.property.secondary is not None:  # (owner JOIN secondary ON ...) JOIN alias ON ...
+        froms.append(join.left.right)
+        onclauses.append(join.left.onclause)
+    stmt = sa.select(sa.literal(1)).select_from(*froms).where(*onclauses)
+    if body is not True:
+        stmt = stmt.where(body)
+    return stmt.correlate_except(*froms).exists()
 
 
 def _is_subject_direct(attr: Any, env: SqlEnv) -> SqlValue | None:
@@ -515,19 +539,46 @@ def _related_from_subject(node: Related, env: SqlEnv) -> SqlValue:
         )
     )
     if env.positive:
-        shaped = _as_in(node, env, me, attr, related, pk_match)
+        pk_by_column = dict(zip(mapper.primary_key, pk_values, strict=True))
+        keyed = _keyed_by_subject(attr, related, pk_by_column)
+        shaped = _as_in(node, env, me, attr, related, pk_match, keyed)
         if shaped is not None:
             return shaped
     body = compile_sql(node.where, replace(env, it=related, positive=True, depth=env.depth + 1))
     if body is False or body is None:
         return False
-    inner = attr.of_type(related).any() if body is True else attr.of_type(related).any(body)
+    single = sa_inspect(related).mapper.single
+    inner = attr.of_type(related).any() if body is True and not single else None
+    inner = exists_through(attr, related, body) if inner is None else inner
     stmt = sa.select(sa.literal(1)).select_from(me).where(pk_match, inner)
     return stmt.correlate_except(me).exists()
 
 
+def _keyed_by_subject(attr: Any, related: Any, pk_by_column: dict[Any, Any]) -> Any:
+    """For a one-to-many from the subject keyed on its primary key (``memberships.user_id``),
+    the condition selecting the subject's related rows *without joining the subject's table*
+    (``memberships.user_id = :id``); None for other relationship shapes."""
+    prop = attr.property
+    pairs = prop.local_remote_pairs
+    if prop.secondary is not None or not pairs or any(loc not in pk_by_column for loc, _ in pairs):
+        return None
+    mapper = prop.mapper
+    return sa.and_(
+        *(
+            getattr(related, mapper.get_property_by_column(remote).key) == pk_by_column[local]
+            for local, remote in pairs
+        )
+    )
+
+
 def _as_in(
-    node: Related, env: SqlEnv, me: Any, attr: Any, related: Any, pk_match: Any
+    node: Related,
+    env: SqlEnv,
+    me: Any,
+    attr: Any,
+    related: Any,
+    pk_match: Any,
+    keyed: Any = None,
 ) -> SqlValue | None:
     """``target.col IN (SELECT it.col ...)`` when the inner rule equates a related and a target
     column (positive polarity only: NULLs then make no difference)."""
@@ -549,8 +600,13 @@ def _as_in(
         it_attr, target_attr = sides["it"], sides["target"]
         assert isinstance(it_attr, Attr)
         assert isinstance(target_attr, Attr)
-        sub = sa.select(getattr(related, it_attr.name)).select_from(me).join(attr.of_type(related))
-        sub = sub.where(pk_match) if where is True else sub.where(pk_match, where)
+        column = getattr(related, it_attr.name)
+        if keyed is not None:  # the related rows by their foreign key: no join
+            sub = sa.select(column).where(keyed)
+        else:
+            sub = sa.select(column).select_from(me).join(attr.of_type(related)).where(pk_match)
+        if where is not True:
+            sub = sub.where(where)
         return getattr(env.entity("target"), target_attr.name).in_(  # type: ignore[no-any-return]
             sub.correlate_except(me, related)
         )
@@ -569,11 +625,7 @@ def _reroot(node: Reroot, env: SqlEnv) -> SqlValue:
     body = compile_sql(node.rule, replace(env, target=alias, it=None, positive=True, depth=depth))
     if body is False or body is None:
         return False
-    uselist = attr.property.uselist
-    if body is True:
-        return attr.any() if uselist else attr.has()  # type: ignore[no-any-return]
-    via = attr.of_type(alias)
-    return via.any(body) if uselist else via.has(body)  # type: ignore[no-any-return]
+    return exists_through(attr, alias, body)
 
 
 @register_sql(Ancestors)
@@ -619,7 +671,10 @@ def _sql_rule(node: SqlRule, env: SqlEnv) -> SqlValue:
         raise RuleNotTranslatable(node, f"the function returned {narrowed!r}, not a Select")
     outer = [getattr(entity, k) for k in keys]
     left = outer[0] if len(outer) == 1 else sa.tuple_(*outer)
-    return left.in_(narrowed)
+    # correlate(None): the function's select stands alone. Auto-correlation would drop a table
+    # it names (e.g. ``memberships``) whenever the caller's query also has it, silently turning
+    # the rule into a condition on the caller's row.
+    return left.in_(narrowed.correlate(None))
 
 
 @register_sql(PythonRule)

@@ -1,0 +1,54 @@
+"""SQL constructs whose best spelling depends on the database.
+
+``key_in(column, select)`` is "the row's key is among these keys". On PostgreSQL it compiles to
+``column = ANY(ARRAY(SELECT ...))``: the subquery runs once and the outer table is read through
+its primary-key index, where ``column IN (SELECT ...)`` (the spelling elsewhere) tends to become a
+hash semi-join that scans the whole table. Both mean the same for a non-NULL key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+
+__all__ = ["KeyIn", "key_in"]
+
+
+class KeyIn(ColumnElement[bool]):
+    """``column IN (select)``, spelled per dialect (see the module docstring)."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # a predicate: WHERE takes it as is (no "= 1" on SQLite)
+    _traverse_internals = [
+        ("column", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+        ("select", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: Any, select: Any) -> None:
+        self.column = column
+        self.select = select
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return self.column._from_objects  # type: ignore[no-any-return]
+
+
+def key_in(column: Any, select: Any) -> ColumnElement[bool]:
+    """``column`` (a non-NULL key) is among the rows of ``select``."""
+    return KeyIn(column, select)
+
+
+@compiles(KeyIn)
+def _key_in_default(element: KeyIn, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column.in_(element.select), **kw)  # type: ignore[no-any-return]
+
+
+@compiles(KeyIn, "postgresql")
+def _key_in_postgresql(element: KeyIn, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    subquery = compiler.process(element.select, asfrom=False, **kw)
+    return f"{column} = ANY(ARRAY({subquery}))"
