@@ -51,7 +51,12 @@ from bastion.policy import ALL_PERMISSIONS, Plan, Policy
 from bastion.rules.constructs import key_in
 from bastion.rules.explain import Explanation, describe, explain_rule, register_explainer
 from bastion.rules.nodes import Or, SqlRule
-from bastion.rules.to_python import LAZY_LOADS_ALLOWED, SESSION_KEY, NotLoaded
+from bastion.rules.to_python import (
+    ANCESTORS_PREFETCHED,
+    LAZY_LOADS_ALLOWED,
+    SESSION_KEY,
+    NotLoaded,
+)
 from bastion.rules.to_sql import ROW, SqlEnv, compile_sql, scoped_alias, sql_clause
 from bastion.rules.validate import mapper_of
 
@@ -126,11 +131,18 @@ class Authorizer:
                 # no row to query: decide from the object's own values (loading the subject's)
                 return self._check_lazily(plan, subject, target, context)
             if missing.prefetch is not None:  # e.g. a folder's ancestors: load them, walk again
-                self._execute(missing.prefetch).all()
+                # Fix: keep the loaded ancestors referenced while walking (the identity map holds
+                # weak references: they were collected at once and the walk fell back to a second
+                # query), and tell the walk which keys were loaded (a dangling parent key ends it).
+                loaded = self._execute(missing.prefetch).scalars().all()
+                keys = frozenset(sa_inspect(obj).key for obj in loaded)
+                walking = ANCESTORS_PREFETCHED.set((missing.start, keys))
                 try:
                     return plan.predicate(subject, target, context, None) is True
                 except NotLoaded:
                     pass
+                finally:
+                    ANCESTORS_PREFETCHED.reset(walking)
             if plan.sql_error is None:
                 return self.check_in_database(plan, subject, target, context)
         # No SQL form (check_only): load what is missing the ordinary way.
@@ -447,7 +459,7 @@ class Authorizer:
         *,
         entity: Any = None,
         **context: Any,
-    ) -> Select[tuple[_T]]: ...
+    ) -> Select[_T]: ...
 
     @overload
     def filter(

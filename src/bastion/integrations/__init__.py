@@ -1,0 +1,1 @@
+"""Adapters for web frameworks (Flask, FastAPI): thin layers over the public API."""
