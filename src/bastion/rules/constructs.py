@@ -2,8 +2,9 @@
 
 ``key_in(column, select)`` is "the row's key is among these keys". On PostgreSQL it compiles to
 ``column = ANY(ARRAY(SELECT ...))``: the subquery runs once and the outer table is read through
-its primary-key index, where ``column IN (SELECT ...)`` (the spelling elsewhere) tends to become a
-hash semi-join that scans the whole table. Both mean the same for a non-NULL key.
+its primary-key index, where ``column IN (SELECT ...)`` (the spelling elsewhere, and for
+composite keys) tends to become a hash semi-join that scans the whole table. Both mean the same
+for a non-NULL key.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, Tuple
 
 __all__ = ["KeyIn", "key_in"]
 
@@ -49,6 +50,8 @@ def _key_in_default(element: KeyIn, compiler: Any, **kw: Any) -> str:
 
 @compiles(KeyIn, "postgresql")
 def _key_in_postgresql(element: KeyIn, compiler: Any, **kw: Any) -> str:
+    if isinstance(element.column, Tuple):  # composite keys: an array of rows is no use here
+        return _key_in_default(element, compiler, **kw)
     column = compiler.process(element.column, **kw)
     subquery = compiler.process(element.select, asfrom=False, **kw)
     return f"{column} = ANY(ARRAY({subquery}))"
