@@ -19,6 +19,7 @@ from flask_login import LoginManager
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion import install_enforcement
 from bastion.integrations.flask import Bastion
 
 from .models import Base, User, policy, seed
@@ -40,6 +41,9 @@ def create_app(
     if engine is None:
         engine = sa.create_engine(database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL)
     sessions = sessionmaker(engine)
+    # Enforcement coverage: in a request opened with BASTION_ENFORCE ("raise" or "warn"), a load
+    # of a protected model that no check or filter covered fails, naming the model and the line.
+    install_enforcement(sessions, policy)
 
     def db_session() -> Session:
         """The request's session: one per app context, closed when it ends."""

@@ -10,6 +10,9 @@
 ``GET /reports``                            ``@requires_permissions("reports.view")``
 ``GET /audit``                              a ``ProtectedView`` (``grants.audit``)
 ``GET|POST /login``, ``POST /logout``       Flask-Login
+``GET /documents/count``                    a deliberate mistake: counts documents without
+                                            any check; with ``BASTION_ENFORCE="raise"`` the
+                                            request fails with ``UnauthorizedLoad``
 ==========================================  ==============================================
 """
 
@@ -41,6 +44,12 @@ blueprint = Blueprint("example", __name__)
 def db() -> Session:
     """The request's session (the one bastion's authorizer uses too)."""
     return current_app.extensions["example"]["session"]()  # type: ignore[no-any-return]
+
+
+@blueprint.get("/documents/count")
+def count_documents() -> Any:
+    """The bug enforcement coverage exists to catch: a protected model loaded unfiltered."""
+    return {"documents": len(db().scalars(sa.select(Document)).all())}
 
 
 @blueprint.get("/")

@@ -740,3 +740,24 @@ def test_protected_base_view_is_kegs_base_view_when_keg_is_installed(
         monkeypatch.undo()
         importlib.reload(kb_auth)  # back to the MethodView-based class
     assert kb_auth.ProtectedBaseView.__bases__ != (BaseView,)
+
+
+# =============================================================================================
+# enforcement coverage (BASTION_ENFORCE)
+
+
+def test_enforcement_coverage_fails_a_view_that_forgets_to_authorize(database: Engine) -> None:
+    from bastion import UnauthorizedLoad
+
+    app = create_app(engine=database, TESTING=True, BASTION_ENFORCE="raise")
+    client = app.test_client()
+    client.post("/login", data={"name": "bob"})
+    assert linked_documents(client.get("/documents").text) == READABLE["bob"]  # filtered: fine
+    with pytest.raises(UnauthorizedLoad) as caught:
+        client.get("/documents/count")
+    assert caught.value.model is Document
+    assert "views.py" in caught.value.location
+    # without the setting the same (buggy) view runs
+    plain = create_app(engine=database, TESTING=True).test_client()
+    plain.post("/login", data={"name": "bob"})
+    assert plain.get("/documents/count").json == {"documents": 4}

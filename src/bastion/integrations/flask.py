@@ -107,6 +107,7 @@ from sqlalchemy.sql import Select
 from werkzeug.exceptions import HTTPException
 
 from bastion.authorizer import Authorizer
+from bastion.enforcement import enforcement
 from bastion.errors import BastionError, InvalidArgument, NotAuthorized, UnmappedClass
 from bastion.policy import Policy
 
@@ -143,6 +144,9 @@ DEFAULTS: dict[str, Any] = {
     "BASTION_FORBIDDEN_STATUS": 403,
     "BASTION_LOGIN_VIEW": None,
     "BASTION_NOT_FOUND_ON_DENY": False,
+    # enforcement coverage per request: None (off), "raise" or "warn"; loads of protected
+    # models need ``install_enforcement(...)`` on the app's session class (see bastion.enforcement)
+    "BASTION_ENFORCE": None,
 }
 
 _P = ParamSpec("_P")
@@ -183,6 +187,8 @@ class Bastion:
         app.add_template_global(can, "can")
         app.add_template_global(allowed_actions, "allowed_actions")
         app.register_error_handler(NotAuthorized, _handle_not_authorized)
+        app.before_request(_open_enforcement)
+        app.teardown_request(_close_enforcement)
 
     # registration decorators (Flask-Login's style) --------------------------------------------
     def subject_loader(self, loader: Callable[[], Any]) -> Callable[[], Any]:
@@ -631,3 +637,20 @@ class _LoggedIn:
         tb: TracebackType | None,
     ) -> None:
         _set_user(self.client, self.previous)
+
+
+# enforcement coverage (bastion.enforcement), one scope per request ------------------------------
+
+
+def _open_enforcement() -> None:
+    mode = current_app.config.get("BASTION_ENFORCE")
+    if mode:
+        scope = enforcement(mode)
+        scope.__enter__()
+        g._bastion_enforcement = scope
+
+
+def _close_enforcement(exc: BaseException | None) -> None:
+    scope = g.pop("_bastion_enforcement", None)
+    if scope is not None:
+        scope.__exit__(None, None, None)
