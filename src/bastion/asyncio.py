@@ -16,10 +16,16 @@ from collections.abc import Hashable, Iterable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
-from bastion.authorizer import Authorizer, FilterExplanation, _require_context
+from bastion.authorizer import (
+    Authorizer,
+    FilterExplanation,
+    _require_context,
+    _statement_and_entity,
+)
 from bastion.errors import InvalidArgument
 from bastion.grants.models import GrantModels
 from bastion.grants.store import GrantStore, Scope
@@ -51,14 +57,19 @@ class AsyncAuthorizer:
         plan = self.sync._lookup(permission, subject, target)
         if plan.inputs.context_names:
             _require_context(plan, context)
-        trial = {**context, SESSION_KEY: self.sync.session}
-        token = IO_FORBIDDEN.set(True)
-        try:
-            return plan.predicate(subject, target, trial, None) is True
-        except NotLoaded:
-            pass
-        finally:
-            IO_FORBIDDEN.reset(token)
+        # Fix: a check_only rule (it has no SQL form: sql_error is set) runs the application's
+        # own Python, which reads attributes directly; on an expired object that is a lazy load,
+        # and outside run_sync it failed with MissingGreenlet instead of raising NotLoaded. Only
+        # compiled rules get the I/O-free trial; the others run in run_sync like any query.
+        if plan.sql_error is None:
+            trial = {**context, SESSION_KEY: self.sync.session}
+            token = IO_FORBIDDEN.set(True)
+            try:
+                return plan.predicate(subject, target, trial, None) is True
+            except NotLoaded:
+                pass
+            finally:
+                IO_FORBIDDEN.reset(token)
         return await self.session.run_sync(
             lambda _: self.sync.check(subject, permission, target, **context)
         )
@@ -123,6 +134,23 @@ class AsyncAuthorizer:
         **context: Any,
     ) -> Select[Any]:
         """Like :meth:`Authorizer.filter`: returns the ``Select`` (await its execution)."""
+        # Fix: building a filter reads the subject attributes the rule binds as parameters. On an
+        # expired subject (after ``await session.commit()``) that read is a lazy load, which an
+        # AsyncSession cannot run here: it failed deep in SQLAlchemy with MissingGreenlet. Refuse
+        # it up front, saying what to do; attributes the rule does not read may stay expired.
+        _, found = _statement_and_entity(query, entity)
+        plan = self.policy.plan(permission, type(subject), sa_inspect(found).mapper.class_)
+        state = sa_inspect(subject, raiseerr=False)
+        expired = set(getattr(state, "expired_attributes", ())) & set(
+            plan.inputs.subject_attributes
+        )
+        if expired:
+            who = f"{type(subject).__name__} {state.identity}"  # not repr(): it may load too
+            raise InvalidArgument(
+                f"filter() reads {', '.join(sorted(expired))} of the subject ({who}), expired "
+                "after a commit: `await session.refresh(subject)` first, or use "
+                "expire_on_commit=False"
+            )
         return self.sync.filter(subject, permission, query, entity=entity, **context)
 
     def who_can(

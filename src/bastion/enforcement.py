@@ -14,7 +14,9 @@ Install the hook once per engine-level session factory: ``install_enforcement(Se
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 import logging
 import traceback
 import warnings
@@ -136,20 +138,48 @@ def install_enforcement(target: Any, policy: Any) -> None:
     sa.event.listen(target, "do_orm_execute", check)
 
 
+_LIBRARY = (
+    "/sqlalchemy/",
+    "/bastion/",
+    "/contextlib.py",
+    "/threading.py",
+    "/asyncio/",
+    "/greenlet/",
+    "/starlette/",
+    "/fastapi/",
+    "/anyio/",
+)
+
+
+def _parent_greenlet_frames() -> list[tuple[str, int, str]]:
+    """The stack of the greenlet that awaits this one (SQLAlchemy's asyncio runs ORM code in a
+    child greenlet: the application's ``await session...`` line is in the parent's stack)."""
+    try:
+        greenlet = importlib.import_module("greenlet")
+    except ImportError:  # pragma: no cover - asyncio always has greenlet
+        return []
+    parent = greenlet.getcurrent().parent
+    frame = getattr(parent, "gr_frame", None)
+    stack = []
+    while frame is not None:
+        stack.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    return stack[::-1]
+
+
 def _call_site() -> str:
-    """The innermost frame of the application (not SQLAlchemy, bastion or the stdlib)."""
-    for frame in reversed(traceback.extract_stack()[:-1]):
-        path = frame.filename.replace("\\", "/")
-        if any(
-            part in path
-            for part in (
-                "/sqlalchemy/",
-                "/bastion/",
-                "/contextlib.py",
-                "/threading.py",
-                "/asyncio/",
-            )
-        ):
-            continue
-        return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    """The innermost frame of the application (not SQLAlchemy, bastion or the stdlib). Under
+    asyncio the ORM runs in a greenlet whose stack does not hold the awaiting code: then the
+    current task's coroutine frames are searched."""
+    frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_stack()[:-1]]
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    if task is not None:
+        frames = _parent_greenlet_frames() + frames
+    for filename, lineno, name in reversed(frames):
+        path = filename.replace("\\", "/")
+        if not any(part in path for part in _LIBRARY):
+            return f"{filename}:{lineno} in {name}"
     return "<unknown>"

@@ -19,7 +19,7 @@ request's session)::
 
     @app.get("/posts")
     async def index(
-        stmt: Annotated[Select[tuple[Post]], Depends(bastion.authorized(Post, "post.read"))],
+        stmt: Annotated[Select[Post], Depends(bastion.authorized(Post, "post.read"))],
         session: Annotated[AsyncSession, Depends(get_session)],
     ):
         return (await session.scalars(stmt.order_by(Post.id).limit(50))).all()
@@ -55,14 +55,15 @@ from sqlalchemy.sql import Select
 from starlette.concurrency import run_in_threadpool
 
 from bastion.authorizer import Authorizer
+from bastion.enforcement import enforcement
 from bastion.errors import InvalidArgument, NotAuthorized
 from bastion.policy import Policy
 from bastion.rules.validate import mapper_of
 
-__all__ = ["Bastion", "install_exception_handler"]
+__all__ = ["Bastion", "EnforcementMiddleware", "install_exception_handler"]
 
 _M = TypeVar("_M")
-_T = TypeVar("_T", bound=tuple[Any, ...])
+_S = TypeVar("_S", bound=Select[Any])
 _Dependency = Callable[..., Coroutine[Any, Any, _M]]
 
 # Names of the guards' own parameters: prefixed so that they cannot clash with an ``id_param``.
@@ -103,9 +104,15 @@ class Bastion:
             get_authorizer, [_depends(_SESSION, get_session)]
         )
 
-    def install(self, app: FastAPI) -> None:
-        """Install the ``NotAuthorized`` handler on ``app`` (with this object's ``explain``)."""
+    def install(self, app: FastAPI, *, enforce: str | None = None) -> None:
+        """Install the ``NotAuthorized`` handler on ``app`` (with this object's ``explain``).
+
+        ``enforce="raise"`` (or ``"warn"``) opens an enforcement scope around every request
+        (:mod:`bastion.enforcement`): with ``install_enforcement(...)`` on the app's session
+        class, a load of a protected model that no check or filter covered fails."""
         install_exception_handler(app, explain=self.explain)
+        if enforce is not None:
+            app.add_middleware(EnforcementMiddleware, mode=enforce)
 
     def authorizer_for(self, session: Any) -> Any:
         """An ``AsyncAuthorizer`` for an ``AsyncSession``, an ``Authorizer`` for a ``Session``."""
@@ -220,17 +227,17 @@ class Bastion:
         /,
         *,
         context: Mapping[str, Any] | Callable[..., Any] | None = None,
-    ) -> _Dependency[Select[tuple[_M]]]: ...
+    ) -> _Dependency[Select[_M]]: ...
 
     @overload
     def authorized(
         self,
-        query: Select[_T],
+        query: _S,
         permission: Hashable,
         /,
         *,
         context: Mapping[str, Any] | Callable[..., Any] | None = None,
-    ) -> _Dependency[Select[_T]]: ...
+    ) -> _Dependency[_S]: ...
 
     def authorized(
         self,
@@ -274,6 +281,23 @@ class Bastion:
             await authz.authorize(subject, permission, target, **context)
         else:
             await run_in_threadpool(authz.authorize, subject, permission, target, **context)
+
+
+class EnforcementMiddleware:
+    """ASGI middleware: one enforcement scope per HTTP request (``mode``: raise or warn)."""
+
+    def __init__(self, app: Any, mode: str = "raise") -> None:
+        if mode not in ("raise", "warn"):
+            raise ValueError(f"mode is 'raise' or 'warn', not {mode!r}")
+        self.app = app
+        self.mode = mode
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        with enforcement(self.mode):
+            await self.app(scope, receive, send)
 
 
 def install_exception_handler(app: FastAPI, *, explain: bool = False) -> None:
