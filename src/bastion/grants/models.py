@@ -42,6 +42,8 @@ __all__ = ["GLOBAL", "GrantModels", "UserLinks", "grant_models", "scope_key"]
 
 #: ``(scope_type, scope_id)`` of a global grant.
 GLOBAL = ("", "")
+#: DEFAULT '' as SQL text: Alembic misreads a plain "" default on SQLite.
+_EMPTY = sa.text("''")
 
 
 def scope_key(value: Any) -> str:
@@ -57,8 +59,12 @@ def scope_key(value: Any) -> str:
 
 def _edge_columns() -> list[sa.Column[Any]]:
     return [
-        sa.Column("scope_type", sa.String(64), nullable=False, server_default="", primary_key=True),
-        sa.Column("scope_id", sa.String(255), nullable=False, server_default="", primary_key=True),
+        sa.Column(
+            "scope_type", sa.String(64), nullable=False, server_default=_EMPTY, primary_key=True
+        ),
+        sa.Column(
+            "scope_id", sa.String(255), nullable=False, server_default=_EMPTY, primary_key=True
+        ),
         sa.Column("valid_from", sa.DateTime(), nullable=True),
         sa.Column("expires_at", sa.DateTime(), nullable=True),
     ]
@@ -207,7 +213,7 @@ def grant_models(base: Any, *, prefix: str = "bastion_") -> GrantModels:
         {
             "id": sa.Column(sa.Integer, primary_key=True),
             "token": sa.Column(sa.String(255), nullable=False, unique=True),
-            "description": sa.Column(sa.Text, nullable=False, server_default=""),
+            "description": sa.Column(sa.Text, nullable=False, server_default=_EMPTY),
             "__repr__": lambda self: f"<Permission {self.token!r}>",
         },
     )
@@ -249,8 +255,8 @@ def grant_models(base: Any, *, prefix: str = "bastion_") -> GrantModels:
         sa.Column("actor", sa.String(255), nullable=True),
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("subject", sa.String(255), nullable=False),
-        sa.Column("object", sa.String(255), nullable=False, server_default=""),
-        sa.Column("scope", sa.String(320), nullable=False, server_default=""),
+        sa.Column("object", sa.String(255), nullable=False, server_default=_EMPTY),
+        sa.Column("scope", sa.String(320), nullable=False, server_default=_EMPTY),
         sa.Column("reason", sa.Text, nullable=True),
         sa.Index(f"ix_{prefix}audit_at", "at"),
     )

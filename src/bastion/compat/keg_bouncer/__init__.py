@@ -79,9 +79,10 @@ Differences from KegBouncer 1.0 (bugs fixed, and what changed with the platform)
    table to the MetaData of ``from_column``'s table (Keg's ``db.Table`` only when that column has
    none). ``link_user_to_user_groups`` also takes ``User.id`` and 2.x's ``parent_table_name``.
    ``UserMixin`` no longer inherits ``flask_user.UserMixin`` (mix in ``flask_login.UserMixin``
-   yourself) and the entities do not mix in KegElements' ``MethodsMixin``. The Flask helpers of
-   ``keg_bouncer.auth`` belong to bastion's Flask integration; KegBouncer 2.x's password,
-   login-history and token helpers are not provided.
+   yourself) and the entities do not mix in KegElements' ``MethodsMixin``. KegBouncer's Flask
+   helpers (``keg_bouncer.auth``) are not part of this model facade: they come with bastion's
+   Flask integration. KegBouncer 2.x's password, login-history and token helpers are not
+   provided.
 """
 
 from bastion.compat.keg_bouncer.rules import HoldsPermission, holds
