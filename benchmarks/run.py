@@ -2,7 +2,7 @@
 
 Usage (normally through ``benchmarks/run.sh``, which prepares ``.venv-bench``)::
 
-    python benchmarks/run.py [--full] [--workloads w2,w3] [--no-postgres] [--rounds N]
+    python benchmarks/run.py [--full] [--workloads w1,w2,w3,w4,w5,w6] [--no-postgres] [--rounds N]
 
 Exit status: 0 when every engine agreed with its reference, 1 when one disagreed, 2 when a
 database could not be set up. A slow machine never fails the run: targets are ratios to report.
@@ -22,8 +22,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import w1_roles
 import w2_check
 import w3_filter
+import w4_tree
+import w5_grants
+import w6_pages
 from _bastion_policy import bastion_status
 from _common import (
     BENCH_DIR,
@@ -39,14 +43,25 @@ from _common import (
     temporary_postgres,
 )
 
+#: W3 at 100,000 documents; its rounds (like W2's) are 3 by default and 5 with --full, so that
+#: the whole default suite stays under 10 minutes on a busy 2-core machine.
 W3_100K = w3_filter.Config(slow_users=6, load_all_users=5, rounds=5)
 W3_1M = w3_filter.Config(slow_users=5, load_all_users=0, rounds=3)
+ALL_WORKLOADS = "w1,w2,w3,w4,w5,w6"
+#: W4: checks on loaded objects (default, --full)
+W4_CHECKS = (4_000, 20_000)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="add W3 at 1,000,000 documents")
-    parser.add_argument("--workloads", default="w2,w3", help="comma-separated: w2,w3")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="add W3 at 1,000,000 documents, W5 at 10^6 grant rows and 10,000 cached subjects",
+    )
+    parser.add_argument(
+        "--workloads", default=ALL_WORKLOADS, help=f"comma-separated: {ALL_WORKLOADS}"
+    )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--rounds", type=int, default=None, help="override rounds everywhere")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
@@ -78,22 +93,48 @@ class Suite:
     def rounds(self, default: int) -> int:
         return self.args.rounds or default
 
+    def w2_w3_rounds(self, full: int) -> int:
+        """W2/W3 rounds: ``full`` with --full, at most 3 by default (time budget)."""
+        return self.rounds(full if self.args.full else min(full, 3))
+
     def w3_config(self, n_docs: int) -> w3_filter.Config:
         cfg = W3_100K if n_docs <= 100_000 else W3_1M
-        return w3_filter.Config(cfg.slow_users, cfg.load_all_users, self.rounds(cfg.rounds))
+        return w3_filter.Config(cfg.slow_users, cfg.load_all_users, self.w2_w3_rounds(cfg.rounds))
 
     def on_database(self, engine: sa.Engine, ds: Dataset, label: str, w2: bool) -> None:
         seconds = load_dataset(engine, ds)
         print(f"{label}: loaded and analyzed in {seconds:.1f} s", flush=True)
         self.timeline.append(f"{label}: load + ANALYZE {seconds:.0f} s")
         if w2 and "w2" in self.workloads:
-            self.step("W2", lambda: w2_check.run(engine, ds, rounds=self.rounds(5)))
+            self.step("W2", lambda: w2_check.run(engine, ds, rounds=self.w2_w3_rounds(5)))
         if "w3" in self.workloads:
             cfg = self.w3_config(ds.n_docs)
             self.step(f"W3 {label}", lambda: w3_filter.run(engine, ds, cfg, label))
+        if "w6" in self.workloads and ds.n_docs == 100_000:
+            self.step(f"W6 {label}", lambda: w6_pages.run(engine, ds, label, rounds=self.rounds(3)))
+
+    def w4(self, engine: sa.Engine, tree: w4_tree.Tree, label: str, check: bool) -> None:
+        seconds = w4_tree.load(engine, tree)
+        print(f"W4 {label}: loaded and analyzed in {seconds:.1f} s", flush=True)
+        self.timeline.append(f"W4 {label}: load + ANALYZE {seconds:.0f} s")
+        if check:
+            n = W4_CHECKS[1] if self.args.full else W4_CHECKS[0]
+            self.step("W4 check", lambda: w4_tree.run_check(engine, tree, n, self.rounds(3)))
+        self.step(f"W4 list {label}", lambda: w4_tree.run_list(engine, tree, label, self.rounds(3)))
+
+    def w5(self, tmp: Path) -> Section:
+        cfg = w5_grants.Config(rounds=self.rounds(3))
+        if self.args.full:
+            cfg.flat_sizes = (1_000, 100_000, 1_000_000)
+            cfg.memory_users = 10_000
+        return w5_grants.run(tmp, cfg)
 
     def run(self) -> None:
+        if "w1" in self.workloads:
+            self.step("W1", lambda: w1_roles.run(rounds=self.rounds(3)))
         sizes = [100_000, 1_000_000] if self.args.full else [100_000]
+        if not {"w2", "w3", "w6"} & self.workloads:
+            sizes = []
         datasets = {n: make_dataset(n) for n in sizes}
         with scratch_dir() as tmp:
             for n, ds in datasets.items():
@@ -105,14 +146,25 @@ class Suite:
                     ),
                 )
                 engine.dispose()
-        if self.args.no_postgres or "w3" not in self.workloads:
+            tree = w4_tree.make_tree() if "w4" in self.workloads else None
+            if tree is not None:
+                engine = sa.create_engine(sqlite_url(tmp / "w4.sqlite"))
+                self.step("W4 SQLite in all", lambda: self.w4(engine, tree, "SQLite", check=True))
+                engine.dispose()
+            if "w5" in self.workloads:
+                self.step("W5", lambda: self.w5(tmp))
+        if self.args.no_postgres or not {"w3", "w4", "w6"} & self.workloads:
             return
         try:
             with temporary_postgres() as pg:
-                for n, ds in datasets.items():
-                    self.step(
-                        f"PostgreSQL {n:,} in all", lambda pg=pg, ds=ds, n=n: self.on_pg(pg, ds, n)
-                    )
+                if {"w3", "w6"} & self.workloads:
+                    for n, ds in datasets.items():
+                        self.step(
+                            f"PostgreSQL {n:,} in all",
+                            lambda pg=pg, ds=ds, n=n: self.on_pg(pg, ds, n),
+                        )
+                if tree is not None:
+                    self.step("W4 PostgreSQL in all", lambda: self.on_pg_w4(pg, tree))
         except Exception as exc:  # noqa: BLE001 - PostgreSQL missing is reported, exit 2
             traceback.print_exc()
             self.errors.append(f"PostgreSQL: `{type(exc).__name__}: {exc}`")
@@ -124,6 +176,17 @@ class Suite:
         try:
             self.pg_version = postgres_version(engine)
             self.on_database(engine, ds, f"PostgreSQL, {n:,} documents", w2=False)
+        finally:
+            engine.dispose()
+            pg.drop_database(name)
+
+    def on_pg_w4(self, pg: Any, tree: w4_tree.Tree) -> None:
+        name = "bastion_bench_w4"
+        url = pg.create_database(name)
+        engine = sa.create_engine(url)
+        try:
+            self.pg_version = postgres_version(engine)
+            self.w4(engine, tree, "PostgreSQL", check=False)
         finally:
             engine.dispose()
             pg.drop_database(name)

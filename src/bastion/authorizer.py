@@ -246,7 +246,10 @@ class Authorizer:
                 try:
                     allowed = plan.predicate(subject, obj, context, None) is True
                 except NotLoaded:
-                    if plan.sql_error is not None:
+                    # Fix: an object not in the database yet (transient, or pending without
+                    # autoflush) was looked up by key in the page query, found nowhere and
+                    # denied, where check() decides it from its own values: do the same.
+                    if plan.sql_error is not None or _is_new(obj):
                         allowed = self._check_lazily(plan, subject, obj, context)
                     else:
                         pending.setdefault(type(obj), {}).setdefault(action, []).append(obj)

@@ -26,12 +26,14 @@ from bastion.grants.rules import (
     utcnow,
 )
 from bastion.grants.rules import holds_rule as holds
-from bastion.grants.store import GrantStore, scope_of
+from bastion.grants.store import RETRIES, GrantConflict, GrantStore, scope_of
 
 __all__ = [
     "GLOBAL",
+    "RETRIES",
     "SESSION_KEY",
     "EffectiveGrants",
+    "GrantConflict",
     "GrantModels",
     "GrantStore",
     "HasGrant",

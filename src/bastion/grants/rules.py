@@ -445,7 +445,11 @@ def _scope_matches(edge: Any, scope_type: str, kind: str, value: Any) -> ColumnE
     if kind == "value":
         same = sa.and_(edge.c.scope_type == scope_type, edge.c.scope_id == scope_key(value))
     else:
-        typed = sa.cast(sa.case((edge.c.scope_type == scope_type, edge.c.scope_id)), value.type)
+        # Fix: compared as in _scoped_by_column (a plain CAST matched '01' with 1 on SQLite and
+        # failed on 'abc' on PostgreSQL; who_can disagreed with check).
+        column_type = _scope_column_type(value)
+        text = sa.case((edge.c.scope_type == scope_type, edge.c.scope_id))
+        typed = text if column_type is None else column_type(text)
         same = sa.and_(edge.c.scope_type == scope_type, typed == value)
     return sa.or_(_is_global(edge), same)
 
@@ -668,7 +672,7 @@ def _wanted_scope(node: HasGrant, s: Any, t: Any, c: Mapping[str, Any], i: Any) 
         state = sa_inspect(t, raiseerr=False) if t is not None else None
         if state is None or state.key is None or len(state.key[1]) != 1:
             return None
-        return (type(t).__name__, scope_key(state.key[1][0]))
+        return (object_scope_type(state.mapper), scope_key(state.key[1][0]))  # fix: as check
     if node.scope is None:
         return None
     value = operand_reader(node.scope)(s, t, c, i)

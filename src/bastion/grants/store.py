@@ -9,29 +9,103 @@ effective grants, so the next check sees it.
 Granting what is already granted updates its validity window (no duplicate row, no error), and
 revoking what is not granted is a no-op that is still audited; both are safe under concurrency
 (``INSERT ... ON CONFLICT``).
+
+Concurrency: under PostgreSQL's default READ COMMITTED, changes of the same rows by concurrent
+transactions wait for each other and never fail. A transaction can still be lost to a concurrent
+one: a serialization failure (``REPEATABLE READ``/``SERIALIZABLE``) or a deadlock (several changes
+in one transaction, taking row locks in different orders). A change that runs in its own
+transaction is then retried (:data:`RETRIES` attempts in all); inside the caller's transaction,
+which the database has aborted, the store raises :class:`GrantConflict`: roll back and retry the
+whole transaction. (Failures raised by the caller's own ``commit`` are SQLAlchemy's.)
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bastion.errors import DuplicateName, InvalidArgument, InvalidName, PermissionNotFound
+from bastion.errors import (
+    BastionError,
+    DuplicateName,
+    InvalidArgument,
+    InvalidName,
+    PermissionNotFound,
+)
 from bastion.grants.models import GLOBAL, GrantModels, UserLinks, scope_key
 from bastion.grants.rules import effective_grants, forget_grants, object_scope_type, utcnow
 from bastion.policy import validate_permission_name
 
-__all__ = ["GrantStore", "Scope"]
+__all__ = ["RETRIES", "GrantConflict", "GrantStore", "Scope"]
 
 #: ``None`` (global), ``("org", 42)``, or a mapped instance (scope = that one object).
 Scope = Any
+
+#: Attempts of a change that runs in its own transaction and is lost to a concurrent one.
+RETRIES = 3
+
+#: SQLSTATE -> why a transaction was lost to a concurrent one.
+_CONFLICTS = {"40001": "serialization failure", "40P01": "deadlock"}
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class GrantConflict(BastionError):
+    """A change lost to a concurrent transaction (a serialization failure or a deadlock).
+
+    Raised inside the caller's transaction, which the database has aborted (roll it back and
+    retry it), or when a change in its own transaction failed :data:`RETRIES` times. ``reason``
+    is ``"serialization failure"`` or ``"deadlock"``; the database error is ``__cause__``.
+    """
+
+    def __init__(self, method: str, reason: str) -> None:
+        self.method = method
+        self.reason = reason
+        super().__init__(
+            f"GrantStore.{method} lost to a concurrent transaction ({reason}): "
+            "roll back and retry the transaction"
+        )
+
+
+def _conflict(error: sa.exc.DBAPIError) -> str | None:
+    orig = error.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return _CONFLICTS.get(code) if isinstance(code, str) else None
+
+
+def _unit_of_work(
+    method: Callable[Concatenate[GrantStore, _P], _T],
+) -> Callable[Concatenate[GrantStore, _P], _T]:
+    """Retry a change that runs in its own transaction when it is lost to a concurrent one;
+    turn such a loss inside the caller's transaction into :class:`GrantConflict`."""
+
+    @functools.wraps(method)
+    def run(self: GrantStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        attempts = 1 if self.session.in_transaction() else RETRIES
+        for attempt in range(1, attempts + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except sa.exc.DBAPIError as error:
+                reason = _conflict(error)
+                if reason is None:
+                    raise
+                if attempt == attempts:
+                    raise GrantConflict(method.__name__, reason) from error
+            if self.session.in_transaction():
+                self.session.rollback()
+            time.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return run
 
 
 class GrantStore:
@@ -49,28 +123,28 @@ class GrantStore:
     @contextlib.contextmanager
     def _change(
         self, action: str, subject: str, obj: str = "", scope: str = "", reason: str | None = None
-    ) -> Iterator[None]:
+    ) -> Iterator[dict[str, Any]]:
+        """The unit of work of one change; yields its audit row, which the body may complete."""
         nested = self.session.in_transaction()
         if nested:
             _begin_sqlite(self.session)
+        row = {"action": action, "subject": subject, "object": obj, "scope": scope}
         with (self.session.begin_nested if nested else self.session.begin)():
-            yield
+            yield row
             self.session.execute(
                 sa.insert(self.models.audit).values(
                     # Fix: the column default (CURRENT_TIMESTAMP) is the server's local time on
                     # PostgreSQL; grants store naive UTC, and so does the audit.
                     at=utcnow(),
                     actor=self.actor,
-                    action=action,
-                    subject=subject,
-                    object=obj,
-                    scope=scope,
                     reason=reason,
+                    **row,
                 )
             )
         forget_grants(self.session)
 
     # -- permissions, bundles, groups ----------------------------------------------------------
+    @_unit_of_work
     def create_permission(
         self, token: str, description: str = "", *, reason: str | None = None
     ) -> Any:
@@ -81,6 +155,7 @@ class GrantStore:
             self._insert("permission", token, permission)
         return permission
 
+    @_unit_of_work
     def create_bundle(
         self,
         label: str,
@@ -97,6 +172,7 @@ class GrantStore:
                 self._link_bundle(bundle.id, self._permission_id(token))
         return bundle
 
+    @_unit_of_work
     def create_group(self, label: str, *, reason: str | None = None) -> Any:
         """Create a user group."""
         _label(label)
@@ -105,6 +181,7 @@ class GrantStore:
             self._insert("group", label, group)
         return group
 
+    @_unit_of_work
     def rename(self, kind: str, old: str, new: str, *, reason: str | None = None) -> None:
         """Rename a ``"permission"`` (its token), ``"bundle"`` or ``"group"`` (its label)."""
         cls, column = self._kind(kind)
@@ -118,6 +195,7 @@ class GrantStore:
             if found.rowcount != 1:  # type: ignore[attr-defined]
                 raise _missing(kind, old)
 
+    @_unit_of_work
     def delete(self, kind: str, name: str, *, reason: str | None = None) -> None:
         """Delete a permission, bundle or group; its links go with it (``ON DELETE CASCADE``)."""
         cls, _ = self._kind(kind)
@@ -126,6 +204,7 @@ class GrantStore:
             self._delete_links(kind, row_id)
             self.session.execute(sa.delete(cls).where(cls.id == row_id))
 
+    @_unit_of_work
     def add_to_bundle(self, bundle: str, *tokens: str, reason: str | None = None) -> None:
         """Put permissions in a bundle."""
         with self._change("add to bundle", bundle, ",".join(tokens), reason=reason):
@@ -133,6 +212,7 @@ class GrantStore:
             for token in tokens:
                 self._link_bundle(bundle_id, self._permission_id(token))
 
+    @_unit_of_work
     def remove_from_bundle(self, bundle: str, *tokens: str, reason: str | None = None) -> None:
         """Take permissions out of a bundle."""
         bp = self.models.bundle_permissions
@@ -144,6 +224,7 @@ class GrantStore:
             )
 
     # -- grants -------------------------------------------------------------------------------
+    @_unit_of_work
     def grant(
         self,
         holder: Any,
@@ -158,21 +239,20 @@ class GrantStore:
     ) -> None:
         """Grant a permission, a bundle, or (to a user) membership of a group, to ``holder`` (a
         user instance, or a group label). Granting again updates the validity window."""
-        table, left, right_column, right_id, what = self._edge(holder, permission, bundle, group)
         scope_type, scope_id = scope_of(scope)
-        values = {
-            left[0]: left[1],
-            right_column: right_id,
-            "scope_type": scope_type,
-            "scope_id": scope_id,
-            "valid_from": _utc(valid_from),
-            "expires_at": _utc(expires_at),
-        }
-        with self._change(
-            "grant", _describe(holder), what, _scope_text(scope_type, scope_id), reason
-        ):
+        window = {"valid_from": _utc(valid_from), "expires_at": _utc(expires_at)}
+        # Fix: the unit of work starts before the first query. Looking the edge up first opened
+        # the session's transaction, so the change never ran (and committed) on its own.
+        with self._change("grant", "", "", _scope_text(scope_type, scope_id), reason) as audit:
+            table, left, right_column, right_id, what = self._edge(
+                holder, permission, bundle, group
+            )
+            audit.update(subject=_describe(holder), object=what)
+            values = {left[0]: left[1], right_column: right_id, **window}
+            values.update(scope_type=scope_type, scope_id=scope_id)
             self._upsert(table, values, ("valid_from", "expires_at"))
 
+    @_unit_of_work
     def revoke(
         self,
         holder: Any,
@@ -184,11 +264,12 @@ class GrantStore:
         reason: str | None = None,
     ) -> None:
         """Remove a grant (in exactly that scope). Revoking what is not granted does nothing."""
-        table, left, right_column, right_id, what = self._edge(holder, permission, bundle, group)
         scope_type, scope_id = scope_of(scope)
-        with self._change(
-            "revoke", _describe(holder), what, _scope_text(scope_type, scope_id), reason
-        ):
+        with self._change("revoke", "", "", _scope_text(scope_type, scope_id), reason) as audit:
+            table, left, right_column, right_id, what = self._edge(
+                holder, permission, bundle, group
+            )
+            audit.update(subject=_describe(holder), object=what)
             self.session.execute(
                 sa.delete(table).where(
                     table.c[left[0]] == left[1],
@@ -252,7 +333,10 @@ class GrantStore:
         if self._exists(kind, name):
             raise DuplicateName(kind, name, "already exists")
         self.session.add(row)
-        self.session.flush()
+        try:
+            self.session.flush()
+        except sa.exc.IntegrityError as error:  # created by a concurrent transaction meanwhile
+            raise DuplicateName(kind, name, "already exists") from error
 
     def _permission_id(self, token: str) -> int:
         return self._id("permission", token)
@@ -357,7 +441,8 @@ def _begin_sqlite(session: Session) -> None:
     if connection.dialect.name != "sqlite":
         return
     raw: Any = connection.connection.dbapi_connection
-    if getattr(raw, "in_transaction", True) is False and raw.isolation_level is not None:
+    legacy = getattr(raw, "isolation_level", None) is not None  # None: the driver autocommits
+    if legacy and getattr(raw, "in_transaction", True) is False:
         connection.exec_driver_sql("BEGIN")
 
 

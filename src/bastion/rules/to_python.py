@@ -45,6 +45,7 @@ from bastion.rules.nodes import (
 )
 
 __all__ = [
+    "ANCESTORS_PREFETCHED",
     "IO_FORBIDDEN",
     "LAZY_LOADS_ALLOWED",
     "PYTHON_COMPILERS",
@@ -64,11 +65,13 @@ class NotLoaded(Exception):
     """An attribute the rule needs is not loaded on a persistent instance.
 
     ``prefetch``, when given, is a statement that loads what is missing (e.g. a folder's
-    ancestors); the Authorizer may run it once and evaluate again instead of asking SQL."""
+    ancestors); the Authorizer may run it once and evaluate again instead of asking SQL.
+    ``start`` is the identity key of the first missing object it loads."""
 
-    def __init__(self, what: str = "", *, prefetch: Any = None) -> None:
+    def __init__(self, what: str = "", *, prefetch: Any = None, start: Any = None) -> None:
         super().__init__(what)
         self.prefetch = prefetch
+        self.start = start
 
 
 #: node class -> compiler(node) -> Predicate
@@ -148,6 +151,14 @@ IO_FORBIDDEN: ContextVar[bool] = ContextVar("bastion_io_forbidden", default=Fals
 #: Set by the Authorizer while it evaluates a rule that has no SQL form (``check_only``): such a
 #: rule cannot fall back to a query, so missing attributes are loaded the ordinary way.
 LAZY_LOADS_ALLOWED: ContextVar[bool] = ContextVar("bastion_lazy_loads_allowed", default=False)
+
+#: Set by the Authorizer while it walks again after running a ``NotLoaded.prefetch``: the
+#: ``start`` key and the identity keys the prefetch loaded. Every existing ancestor is then in
+#: the identity map, so a parent key still missing there has no row (a dangling foreign key):
+#: the walk ends, as the recursive CTE does, instead of falling back to a second query.
+ANCESTORS_PREFETCHED: ContextVar[tuple[Any, frozenset[Any]] | None] = ContextVar(
+    "bastion_ancestors_prefetched", default=None
+)
 
 
 def _scope_reader(scope: str) -> Callable[[Any, Any, Any], Any]:
@@ -497,15 +508,19 @@ def parent_of(obj: Any, parent: str, context: Mapping[str, Any]) -> Any:
     }
     if any(v is None for v in by_remote.values()):
         return None
+    key = prop.mapper.identity_key_from_primary_key(
+        tuple(by_remote[c] for c in prop.mapper.primary_key)
+    )
     session = state.session
     if session is not None:
-        key = prop.mapper.identity_key_from_primary_key(
-            tuple(by_remote[c] for c in prop.mapper.primary_key)
-        )
         found = session.identity_map.get(key)
         if found is not None:
             return found
-    raise NotLoaded(parent, prefetch=ancestors_statement(prop, list(by_remote.items())))
+    prefetched = ANCESTORS_PREFETCHED.get()
+    if prefetched is not None and (key == prefetched[0] or state.key in prefetched[1]):
+        return None  # the prefetch loaded every ancestor there is: this parent has no row
+    prefetch = ancestors_statement(prop, list(by_remote.items()))
+    raise NotLoaded(parent, prefetch=prefetch, start=key)
 
 
 def ancestors_statement(prop: Any, start: list[tuple[Any, Any]]) -> Any:

@@ -647,12 +647,45 @@ def _ancestors(node: Ancestors, env: SqlEnv) -> SqlValue:
     (local, remote) = prop.local_remote_pairs[0]
     pk_key = mapper.get_property_by_column(remote).key
     fk_key = mapper.get_property_by_column(local).key
+    if env.row:
+        return _ancestors_of_row(entity, mapper, base, body, (pk_key, fk_key), depth)
     # Down from the objects satisfying the rule to all their descendants; UNION (not ALL)
     # drops rows already found, so a cycle in the data ends the recursion.
     tree = sa.select(getattr(base, pk_key).label("id")).where(body).cte(recursive=True)
     step = scoped_alias(mapper, "tree_step", depth)
     tree = tree.union(sa.select(getattr(step, pk_key)).where(getattr(step, fk_key) == tree.c.id))
     return getattr(entity, pk_key).in_(sa.select(tree.c.id))  # type: ignore[no-any-return]
+
+
+def _ancestors_of_row(
+    entity: Any, mapper: Any, base: Any, body: Any, keys: tuple[str, str], depth: int
+) -> SqlValue:
+    """:class:`Ancestors` when the subject is a row (``who_can``): the rule may read that row.
+
+    A CTE cannot be correlated: the descendants CTE above, with ``users.level`` in its body, got
+    its own ``FROM users`` (a cross join: "some user satisfies it", so everyone was allowed), and
+    ``subject.memberships.any()`` in it was a "missing FROM-clause entry" on PostgreSQL. Here the
+    CTE is the (object, ancestor) closure, which reads no outer row; the rule is applied in a
+    correlated ``EXISTS`` over it. UNION (not ALL) ends the recursion on a cycle.
+    """
+    pk_key, fk_key = keys
+    link = scoped_alias(mapper, "tree_link", depth)
+    closure = sa.select(
+        getattr(link, pk_key).label("node"), getattr(link, pk_key).label("above")
+    ).cte(recursive=True)
+    step = scoped_alias(mapper, "tree_step", depth)
+    closure = closure.union(
+        sa.select(closure.c.node, getattr(step, fk_key)).where(
+            getattr(step, pk_key) == closure.c.above, getattr(step, fk_key).is_not(None)
+        )
+    )
+    found = (
+        sa.select(sa.literal(1))
+        .select_from(closure)
+        .join(base, getattr(base, pk_key) == closure.c.above)
+        .where(closure.c.node == getattr(entity, pk_key), body)
+    )
+    return found.correlate_except(closure, base).exists()
 
 
 @register_sql(SqlRule)
