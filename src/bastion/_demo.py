@@ -1,12 +1,17 @@
-"""The example app behind ``make demo``: organisations, members and documents.
+"""The example app behind ``make demo``: organisations, members, documents and folders.
 
-It builds a SQLite file, declares a small policy, then prints checks with their answers, a
-filtered list with the SQL that ran, and a denied action with its error.
+It builds a SQLite file, declares one policy that uses the three ways to grant (rules over
+subject and target, static roles in code, stored grants in the database) and a folder tree, then
+prints checks with their answers, a filtered list with the SQL that ran, a denied action with its
+error, a grant that changes the answer (with its audit row), a tree filtered with a recursive
+query, a whole page decided in one query, a reverse lookup and an explanation.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
 import sqlalchemy as sa
@@ -19,9 +24,20 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
-from bastion import Authorizer, NotAuthorized, Policy, it, subject, target
+from bastion import (
+    Authorizer,
+    NotAuthorized,
+    Policy,
+    Role,
+    RolePolicy,
+    ancestors,
+    it,
+    subject,
+    target,
+)
+from bastion.grants import GrantModels, GrantStore, grant_models, holds
 
-__all__ = ["Document", "Membership", "Org", "User", "build_policy", "run_demo"]
+__all__ = ["Document", "Folder", "Membership", "Org", "User", "build_policy", "run_demo"]
 
 
 class Base(DeclarativeBase):
@@ -32,7 +48,7 @@ class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
-    is_staff: Mapped[bool] = mapped_column(default=False)
+    role: Mapped[str | None]  # a static role, declared in code: "auditor", "manager" or none
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
 
     def __repr__(self) -> str:
@@ -68,32 +84,65 @@ class Document(Base):
         return f"<Document {self.title!r}>"
 
 
+class Folder(Base):
+    __tablename__ = "folders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    parent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("folders.id"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    parent: Mapped[Folder | None] = relationship(remote_side=[id])
+
+
+#: the stored-grant tables (permissions, bundles, groups, links, audit) on the demo's own base
+GRANTS: GrantModels = grant_models(Base)
+GRANTS.register_user(User)
+
+#: static roles in code (balrog lineage): one role per user, read from ``users.role``
+STAFF_ROLES = RolePolicy(
+    [Role("auditor", ["reports.view"]), Role("manager", ["reports.view", "reports.export"])],
+    name="staff",
+)
+
+
 def build_policy() -> Policy:
-    """The demo's policy: read public/own/org documents; edit own or as org admin."""
-    policy = Policy(["doc.read", "doc.edit", "reports.view"], name="demo")
+    """The demo's policy: read public/own/org documents; edit own or as org admin; either with
+    the stored grant (``doc.read``, ``doc.edit``) in the document's org; reports by role;
+    folders by ownership of the folder or of any folder above it."""
+    policy = Policy(["doc.read", "doc.edit", "folder.read"], name="demo")
     policy.allow(
         "doc.read",
         subject=User,
         target=Document,
         when=target.is_public
         | (target.owner == subject)
-        | subject.memberships.any(it.org_id == target.org_id),
-        name="public, own, or in my org",
+        | subject.memberships.any(it.org_id == target.org_id)
+        | holds(GRANTS, "doc.read", scope=("org", target.org_id)),
+        name="public, own, in my org, or granted in its org",
     )
     policy.allow(
         "doc.edit",
         subject=User,
         target=Document,
         when=(target.owner == subject)
-        | subject.memberships.any((it.org_id == target.org_id) & (it.role == "admin")),
-        name="own, or admin of its org",
+        | subject.memberships.any((it.org_id == target.org_id) & (it.role == "admin"))
+        | holds(GRANTS, "doc.edit", scope=("org", target.org_id)),
+        name="own, admin of its org, or granted in its org",
     )
-    policy.allow("reports.view", subject=User, when=subject.is_staff, name="staff")
+    STAFF_ROLES.register(policy, subject=User, role=subject.role)
+    policy.allow(
+        "folder.read",
+        subject=User,
+        target=Folder,
+        when=ancestors(target.parent, target.owner_id == subject.id),
+        name="owner of the folder or of one above",
+    )
     return policy
 
 
 def _seed(session: Session) -> None:
-    ada, bob, eve = User(id=1, name="ada"), User(id=2, name="bob"), User(id=3, name="eve")
+    ada = User(id=1, name="ada", role="manager")
+    bob = User(id=2, name="bob")
+    eve = User(id=3, name="eve", role="auditor")
     acme, globex = Org(id=1, name="acme"), Org(id=2, name="globex")
     session.add_all([ada, bob, eve, acme, globex])
     session.add_all(
@@ -105,9 +154,13 @@ def _seed(session: Session) -> None:
             Document(id=2, title="bob's notes", owner=bob),
             Document(id=3, title="globex budget", owner=eve, org=globex),
             Document(id=4, title="press release", owner=eve, org=globex, is_public=True),
+            # a tree: projects <- acme <- roadmaps (bob owns "acme"), archive on its own
+            Folder(id=1, name="projects", owner_id=1),
+            Folder(id=2, name="acme", parent_id=1, owner_id=2),
+            Folder(id=3, name="roadmaps", parent_id=2),
+            Folder(id=4, name="archive", owner_id=3),
         ]
     )
-    eve.is_staff = True
 
 
 def run_demo(path: str, out: TextIO) -> int:
@@ -134,7 +187,10 @@ def run_demo(path: str, out: TextIO) -> int:
         ).all()
         docs = session.scalars(sa.select(Document).order_by(Document.id)).all()
 
-        print("\n1. Checks on loaded objects (answered in Python, no SQL):", file=out)
+        print(
+            "\n1. Checks on loaded objects, answered in Python (the only SQL loads each", file=out
+        )
+        print("   user's stored grants once, for the whole session):", file=out)
         statements.clear()
         for user in users:
             for doc in docs:
@@ -145,9 +201,10 @@ def run_demo(path: str, out: TextIO) -> int:
                 print(f"  {user.name:<4} {doc.title!r:<18} {'  '.join(answers)}", file=out)
         print(f"  statements sent to the database: {len(statements)}", file=out)
 
-        print("\n2. A permission without an object:", file=out)
+        print("\n2. Permissions without an object, from static roles in code:", file=out)
         for user in users:
-            print(f"  {user.name} reports.view: {authz.check(user, 'reports.view')}", file=out)
+            held = {p: authz.check(user, p) for p in ("reports.view", "reports.export")}
+            print(f"  {user.name:<4} role={user.role!s:<8} {held}", file=out)
 
         print("\n3. The documents bob may read, filtered in SQL:", file=out)
         bob = users[1]
@@ -163,12 +220,73 @@ def run_demo(path: str, out: TextIO) -> int:
         statements.clear()
         allowed = authz.check(bob, "doc.edit", session.get(Document, 3))
         print(f"  bob doc.edit 'globex budget': {allowed}", file=out)
-        print(f"  SQL: {' '.join(statements[-1].split())}", file=out)
+        sql = " ".join(statements[-1].split())
+        print(f"  SQL ({len(sql)} characters): {sql[:300]} ...", file=out)
 
         print("\n5. A denied action:", file=out)
         try:
             authz.authorize(bob, "doc.edit", session.get(Document, 3))
         except NotAuthorized as exc:
             print(f"  NotAuthorized: {exc}", file=out)
+            print(_indent(str(exc.explanation)), file=out)
+
+        _grants_walkthrough(session, authz, bob, out)
+        _tree_walkthrough(session, authz, users, statements, out)
+        _page_walkthrough(session, authz, bob, statements, out)
     engine.dispose()
     return 0
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _grants_walkthrough(session: Session, authz: Authorizer, bob: User, out: TextIO) -> None:
+    print(
+        "\n6. A stored grant changes the answer at once (group -> bundle -> permission):", file=out
+    )
+    store = GrantStore(session, GRANTS, actor="demo admin")
+    store.create_permission("doc.read", "read documents")
+    store.create_permission("doc.edit", "edit documents")
+    store.create_bundle("editing", ["doc.read", "doc.edit"])
+    store.create_group("globex helpers")
+    store.grant("globex helpers", bundle="editing", scope=("org", 2))
+    next_week = datetime.now(timezone.utc) + timedelta(days=7)
+    store.add_member("globex helpers", bob, expires_at=next_week, reason="cover for eve")
+    session.commit()
+    budget = session.get(Document, 3)
+    print(f"  bob doc.edit 'globex budget': {authz.check(bob, 'doc.edit', budget)}", file=out)
+    print(_indent(str(authz.explain(bob, "doc.edit", budget))), file=out)
+    for token, scope, tier in store.effective_permissions(bob):
+        print(f"  bob holds {token!r} in {scope} through {tier!r}", file=out)
+    for row in reversed(store.audit_log(2)):
+        why = f" ({row.reason})" if row.reason else ""
+        print(f"  audit: {row.actor}: {row.action} {row.subject} -> {row.object}{why}", file=out)
+    who = session.scalars(authz.who_can("doc.edit", budget).order_by(User.id))
+    print(f"  who may edit 'globex budget': {[u.name for u in who]}", file=out)
+
+
+def _tree_walkthrough(
+    session: Session, authz: Authorizer, users: Sequence[User], statements: list[str], out: TextIO
+) -> None:
+    print("\n7. Folders bob may read (his own, and every folder below it):", file=out)
+    bob = users[1]
+    statements.clear()
+    stmt = authz.filter(bob, "folder.read", sa.select(Folder).order_by(Folder.id))
+    print(f"  {[f.name for f in session.scalars(stmt)]}\n  SQL:", file=out)
+    print(_indent(statements[-1]), file=out)
+
+
+def _page_walkthrough(
+    session: Session, authz: Authorizer, bob: User, statements: list[str], out: TextIO
+) -> None:
+    print("\n8. A whole page of unloaded documents, every action, in one query:", file=out)
+    docs = session.scalars(sa.select(Document).order_by(Document.id)).all()
+    titles = {doc.id: doc.title for doc in docs}
+    session.expire_all()  # nothing the rules read is loaded any more
+    statements.clear()
+    actions = authz.allowed_actions(bob, list(docs), ["doc.read", "doc.edit"])
+    sent = len(statements)
+    for key, title in titles.items():
+        print(f"  bob on {title!r:<18} {sorted(map(str, actions[key]))}", file=out)
+    print(f"  statements sent to the database: {sent}", file=out)

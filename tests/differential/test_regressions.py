@@ -147,12 +147,11 @@ def test_who_can_with_ancestors_reading_the_subject(
 
 
 # explain() of a Reroot (deferral) looked at the first 5 related objects only (it lists 5 in
-# the trace), so it said "denied" where check() allows through the 6th. Not fixed here: the
-# explainer is outside the compilers this suite may change. The differential data has at most
-# 5 documents, so this test carries the case; drop the xfail when the explainer is fixed.
+# the trace), so it said "denied" where check() allows through the 6th. Fixed: every related
+# object is tried, only the first denials are listed. The differential data has at most 5
+# documents, so this test carries the case.
 
 
-@pytest.mark.xfail(strict=True, reason="bastion.rules.explain._reroot stops at 5 related objects")
 def test_explain_of_a_deferral_reads_every_related_object(engine: Engine) -> None:
     children = [_document(i, level=1 if i == 7 else 0, parent_id=1) for i in range(2, 8)]
     data = _data(users=[_user(1)], documents=[_document(1), *children])

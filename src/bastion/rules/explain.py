@@ -224,21 +224,26 @@ def _related(rule: Related, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Exp
 def _reroot(rule: Reroot, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Explanation:
     owner = _owner(rule.scope, s, t, i)
     objects = _related_objects(getattr(owner, rule.name, None))
-    children = []
-    for obj in objects[:_MAX_RELATED]:
+    children: list[Explanation] = []
+    outcome = False
+    for obj in objects:  # every related object is tried; only the first few denials are kept
         child = _explain(rule.rule, s, obj, c, None)
-        children.append(
-            Explanation(
-                str(rule.rule),
-                child.outcome,
-                f"deferred to {describe(obj)} via {rule.scope}.{rule.name}",
-                [child],
-                "Deferred",
+        if child.outcome is True or len(children) < _MAX_RELATED:
+            children.append(
+                Explanation(
+                    str(rule.rule),
+                    child.outcome,
+                    f"deferred to {describe(obj)} via {rule.scope}.{rule.name}",
+                    [child],
+                    "Deferred",
+                )
             )
-        )
-    outcome = any(x.outcome is True for x in children)
+        if child.outcome is True:
+            outcome = True
+            break
+    shown = "" if len(children) >= len(objects) else f" (the first {len(children)} shown)"
     reason = f"{rule.scope}.{rule.name}: " + (
-        "allowed on a related object" if outcome else f"denied on all {len(objects)} related"
+        "allowed on a related object" if outcome else f"denied on all {len(objects)} related{shown}"
     )
     return Explanation(str(rule), outcome, reason, children, "Reroot")
 
