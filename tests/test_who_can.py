@@ -392,11 +392,6 @@ def test_other_permissions_are_not_held_to_the_promise() -> None:
     assert len(policy.rules()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (Policy.sql_rule): one allow() per permission without staging, so when a later "
-    "permission refuses the rule the earlier ones stay registered",
-)
 def test_a_refused_sql_rule_registers_nothing() -> None:
     policy = Policy(["doc.archive", "doc.read"])
     policy.declare("doc.read", who_can=True)
@@ -409,12 +404,6 @@ def test_a_refused_sql_rule_registers_nothing() -> None:
     assert policy.rules() == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (Policy: who_can=True): a deferral is validated as 'some related object "
-    "exists', so a Python-only rule behind it (on the related permission) is only found when "
-    "who_can() is called",
-)
 @pytest.mark.parametrize("order", ["deferral first", "related rule first"])
 def test_a_deferral_to_a_python_only_rule_is_refused_at_registration(order: str) -> None:
     policy = Policy(["comment.read", "doc.read"])

@@ -156,9 +156,7 @@ class Policy:
         registration raises ``RuleNotTranslatable`` (never a partial list later)."""
         checked = [validate_permission_name(p) for p in permissions]
         if who_can:
-            for record in self.rules():
-                if record.permission in checked:
-                    compile_reverse(record.rule, record.subject_type, record.target_type)
+            self._check_reversible(set(checked))
         for p in checked:
             self._permissions.setdefault(p, None)
             if who_can:
@@ -226,7 +224,32 @@ class Policy:
         self._rules[(target_type, subject_type)] = kept + records
         self._plans.clear()
         self.plans_by_call_key.clear()
+        if self._reversible:
+            try:  # a rule reached through a deferral may make a who_can permission irreversible
+                self._check_reversible(self._reversible)
+            except BastionError:
+                self._rules[(target_type, subject_type)] = bucket  # all or nothing
+                if not bucket:
+                    del self._rules[(target_type, subject_type)]
+                self._plans.clear()
+                self.plans_by_call_key.clear()
+                raise
         return records
+
+    def _check_reversible(self, reversible: set[Hashable]) -> None:
+        """Compile every rule of the ``reversible`` permissions from the subject's side, with
+        its deferrals resolved (so a Python-only rule behind a deferral is found now, whichever
+        of the two was registered first); ``RuleNotTranslatable`` if one cannot be."""
+        for record in self.rules():
+            if record.permission is ALL_PERMISSIONS:
+                perms = [p for p in self._permissions if p in reversible]
+            else:
+                perms = [record.permission] if record.permission in reversible else []
+            for perm in perms:
+                compile_reverse(record.rule, record.subject_type, record.target_type)
+                if record.target_type is not None and _has_deferral(record.rule):
+                    resolved = self.resolve_rule(record, perm)
+                    compile_reverse(resolved, record.subject_type, record.target_type)
 
     def copy(self) -> Policy:
         """An independent policy with the same permissions and rules."""
@@ -444,9 +467,10 @@ class Policy:
             def call(query: Any, *, bearer: Any, target: Any, permission: Any) -> Any:
                 return fn(query=query, bearer=bearer, target=target, permission=permission)
 
+            staged = self.copy()  # all or nothing: one refused permission registers none
             for perm in permissions or (None,):
                 args = () if perm is None else (perm,)
-                self.allow(
+                staged.allow(
                     *args,
                     subject=bearer,
                     target=target,
@@ -454,6 +478,7 @@ class Policy:
                     name=rule_name,
                     replace=replace,
                 )
+            self.adopt(staged)
             return fn
 
         return register
