@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, aliased, make_transient_to_detached, selectinload
 
@@ -363,6 +364,48 @@ def test_union_branches_shape(offline: Authorizer) -> None:
     for stmt in (union, plain):
         assert stmt.get_final_froms() == [Document.__table__]
         assert "DISTINCT" not in str(stmt)
+
+
+def test_union_branches_per_dialect(offline: Authorizer) -> None:
+    """Flat branches (the row's own columns, uncorrelated subject sets): a UNION of indexed
+    branches on SQLite, the plain OR on PostgreSQL (bitmap index scans read each row once), in
+    parentheses wherever the filter lands. A branch through a target relationship (EXISTS)
+    keeps the UNION on PostgreSQL too: ORed, it would make the planner scan the table."""
+    flat = offline.filter(ALICE, "read", sa.select(Document.id).where(Document.level > 1))
+    on_sqlite = str(flat.compile(dialect=sqlite.dialect()))
+    on_postgresql = " ".join(str(flat.compile(dialect=postgresql.dialect())).split())
+    assert "UNION ALL" in on_sqlite
+    assert "UNION" not in on_postgresql
+    assert on_postgresql.endswith(
+        "WHERE documents.level > %(level_1)s::INTEGER AND (documents.is_public = %(param_1)s "
+        "OR documents.owner_user_id = %(param_2)s::INTEGER OR documents.org_id = ANY(ARRAY("
+        "SELECT bastion_it_memberships_1.org_id FROM memberships AS bastion_it_memberships_1 "
+        "WHERE bastion_it_memberships_1.user_id = %(user_id_1)s::INTEGER)))"
+    )
+    policy = Policy(["tag"])
+    policy.allow(
+        "tag",
+        subject=User,
+        target=Document,
+        when=target.is_public | target.tags.any(it.name == "x"),
+    )
+    correlated = Authorizer(policy, offline.session).filter(ALICE, "tag", Document)
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        assert "UNION ALL" in str(correlated.compile(dialect=dialect))
+
+
+def test_bitmap_friendly() -> None:
+    from bastion.rules.constructs import bitmap_friendly, key_in
+
+    docs = Document.__table__
+    other = sa.select(Org.id).where(Org.name == "x")
+    assert bitmap_friendly(docs.c.is_public == sa.true(), docs)
+    assert bitmap_friendly(key_in(docs.c.org_id, other), docs)
+    assert bitmap_friendly(sa.and_(docs.c.level > 1, docs.c.org_id.in_([1, 2])), docs)
+    assert not bitmap_friendly(docs.c.org_id.in_(other), docs)  # a hashed SubPlan: no index
+    assert not bitmap_friendly(sa.exists().where(Org.id == docs.c.org_id), docs)
+    correlated = sa.select(Org.id).where(Org.id == docs.c.org_id)
+    assert not bitmap_friendly(key_in(docs.c.org_id, correlated), docs)
 
 
 def test_filter_agrees_with_check(authorizer: Authorizer, session: Session) -> None:

@@ -48,7 +48,7 @@ from bastion.errors import (
     UnmappedClass,
 )
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy
-from bastion.rules.constructs import key_in
+from bastion.rules.constructs import bitmap_friendly, key_in, per_dialect
 from bastion.rules.explain import Explanation, describe, explain_rule, register_explainer
 from bastion.rules.nodes import Or, SqlRule
 from bastion.rules.to_python import (
@@ -559,7 +559,11 @@ class Authorizer:
         union = sa.union_all(*selects)
         outer = [getattr(entity, k) for k in keys]
         left = outer[0] if len(outer) == 1 else sa.tuple_(*outer)
-        return key_in(left, union)
+        if not all(bitmap_friendly(b, branch_entity) for b in branches):
+            return key_in(left, union)
+        # PostgreSQL ORs bitmap index scans over flat branches: the plain OR reads each row once
+        plain = sql_clause(compile_sql(rule, SqlEnv(entity, subject, context, type(subject))))
+        return per_dialect(key_in(left, union), postgresql=plain)
 
 
 def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:

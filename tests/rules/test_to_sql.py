@@ -74,11 +74,26 @@ EXISTS_TAGS = (
     "WHERE documents.id = document_tags_1.document_id "
     "AND bastion_it_tags_1.id = document_tags_1.tag_id AND bastion_it_tags_1.name = 'urgent')"
 )
-MEMBER_IN = (  # the subject's rows by their foreign key: no join with users
-    "documents.org_id IN (SELECT bastion_it_memberships_1.org_id "
+_MEMBER_ROWS = (  # the subject's rows by their foreign key: no join with users
+    "SELECT bastion_it_memberships_1.org_id "
     "FROM memberships AS bastion_it_memberships_1 "
-    "WHERE bastion_it_memberships_1.user_id = 1{extra})"
+    "WHERE bastion_it_memberships_1.user_id = 1{extra}"
 )
+
+
+class _MemberIn:
+    """``IN (subquery)``, spelled ``= ANY(ARRAY(subquery))`` on PostgreSQL (an InitPlan)."""
+
+    @staticmethod
+    def format(extra: str) -> dict[str, str]:
+        rows = _MEMBER_ROWS.format(extra=extra)
+        return {
+            "sqlite": f"documents.org_id IN ({rows})",
+            "postgresql": f"documents.org_id = ANY(ARRAY({rows}))",
+        }
+
+
+MEMBER_IN = _MemberIn()
 MEMBER_EXISTS = (
     "EXISTS (SELECT 1 AS anon_1 FROM users AS bastion_subject_users_1 "
     "WHERE bastion_subject_users_1.id = 1 AND (EXISTS (SELECT 1 "

@@ -42,6 +42,7 @@ from sqlalchemy.orm import join as orm_join
 from sqlalchemy.sql.elements import ColumnElement
 
 from bastion.errors import InvalidArgument, MissingContext, RuleNotTranslatable
+from bastion.rules.constructs import key_in
 from bastion.rules.nodes import (
     Ancestors,
     And,
@@ -607,8 +608,9 @@ def _as_in(
             sub = sa.select(column).select_from(me).join(attr.of_type(related)).where(pk_match)
         if where is not True:
             sub = sub.where(where)
-        return getattr(env.entity("target"), target_attr.name).in_(  # type: ignore[no-any-return]
-            sub.correlate_except(me, related)
+        # key_in: ``= ANY(ARRAY(...))`` on PostgreSQL, an InitPlan that bitmap scans can use
+        return key_in(
+            getattr(env.entity("target"), target_attr.name), sub.correlate_except(me, related)
         )
     return None
 
