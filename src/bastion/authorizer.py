@@ -28,13 +28,16 @@ The caller's SELECT list, joins, ordering and limits are untouched; ``count()`` 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.base import instance_state
 from sqlalchemy.sql import Select
 from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.elements import ColumnElement, True_
@@ -94,6 +97,8 @@ class FilterExplanation:
 _T = TypeVar("_T")
 #: compiled filter clauses kept per plan (oldest dropped first)
 _CACHE_SIZE = 512
+#: the one bound parameter of a page statement: the keys of the objects it decides
+_PAGE_KEYS = "bastion_page_keys"
 
 
 class Authorizer:
@@ -227,38 +232,66 @@ class Authorizer:
         objects: Iterable[Any],
         context: dict[str, Any],
     ) -> dict[Any, set[Hashable]]:
+        """Decide loaded and new objects in Python, then the rest with one query per class."""
         context[SESSION_KEY] = self.session
         result: dict[Any, set[Hashable]] = {}
-        pending: dict[type, dict[Hashable, list[Any]]] = {}
-        classes: dict[Any, type] = {}
+        owners: dict[Any, type] = {}
+        classes: dict[type, _ClassPage] = {}
         for obj in objects:
-            key = _primary_key(obj)
+            state = _state_of(obj)
+            cls = type(obj)
+            page = classes.get(cls)
+            if page is None:
+                page = classes[cls] = self._class_page(subject, actions, obj)
+            key = _key_of(state, obj)
             # Fix: objects of two classes with equal keys (Document 1, Folder 1) shared one
             # entry of the result, each silently getting the other's actions. Refused instead.
-            if classes.setdefault(key, type(obj)) is not type(obj):
+            if owners.setdefault(key, cls) is not cls:
                 raise InvalidArgument(
-                    f"the page holds a {classes[key].__name__} and a {type(obj).__name__} with "
-                    f"the same key {key!r}: results are keyed by primary key, ask once per class"
+                    f"the page holds a {owners[key].__name__} and a {cls.__name__} with the "
+                    f"same key {key!r}: results are keyed by primary key, ask once per class"
                 )
-            result[key] = set()
-            for action in actions:
-                plan = self._lookup(action, subject, obj)
-                try:
-                    allowed = plan.predicate(subject, obj, context, None) is True
-                except NotLoaded:
-                    # Fix: an object not in the database yet (transient, or pending without
-                    # autoflush) was looked up by key in the page query, found nowhere and
-                    # denied, where check() decides it from its own values: do the same.
-                    if plan.sql_error is not None or _is_new(obj):
-                        allowed = self._check_lazily(plan, subject, obj, context)
-                    else:
-                        pending.setdefault(type(obj), {}).setdefault(action, []).append(obj)
-                        continue
-                if allowed:
-                    result[key].add(action)
-        for cls, by_action in pending.items():
-            self._page_in_database(subject, cls, by_action, context, result)
+            allowed = result[key] = set()
+            blind = page.blind_keys
+            if blind is not None and state.key is not None and blind.isdisjoint(obj.__dict__):
+                page.add_blind(subject, obj, key, context, allowed)
+            else:
+                self._decide_one(page, subject, obj, state, key, context, allowed)
+        for cls, page in classes.items():
+            wanted = page.asked()
+            if wanted:
+                self._page_in_database(subject, cls, page, wanted, context, result)
         return result
+
+    def _class_page(self, subject: Any, actions: list[Hashable], obj: Any) -> _ClassPage:
+        plans = [self._lookup(action, subject, obj) for action in actions]
+        return _ClassPage(actions, plans, _blind_keys(plans))
+
+    def _decide_one(
+        self,
+        page: _ClassPage,
+        subject: Any,
+        obj: Any,
+        state: Any,
+        key: Any,
+        context: dict[str, Any],
+        allowed: set[Hashable],
+    ) -> None:
+        """Try each action's predicate on ``obj``; what needs the database waits for the query."""
+        for n, plan in enumerate(page.plans):
+            try:
+                ok = plan.predicate(subject, obj, context, None) is True
+            except NotLoaded:
+                # Fix: an object not in the database yet (transient, or pending without
+                # autoflush) was looked up by key in the page query, found nowhere and
+                # denied, where check() decides it from its own values: do the same.
+                if plan.sql_error is not None or state.key is None:
+                    ok = self._check_lazily(plan, subject, obj, context)
+                else:
+                    page.pending[n][key] = None
+                    continue
+            if ok:
+                allowed.add(page.actions[n])
 
     def _check_lazily(self, plan: Plan, subject: Any, obj: Any, context: Any) -> bool:
         token = LAZY_LOADS_ALLOWED.set(True)
@@ -278,29 +311,70 @@ class Authorizer:
         self,
         subject: Any,
         cls: type,
-        by_action: dict[Hashable, list[Any]],
+        page: _ClassPage,
+        wanted: list[int],
         context: Mapping[str, Any],
         result: dict[Any, set[Hashable]],
     ) -> None:
         """One query for the undecided objects of one class: a boolean column per action."""
+        statement, width, encode = self._page_statement(subject, cls, page, wanted, context)
+        asked = [page.keys_for(n) for n in wanted]
+        first = asked[0]
+        same = all(keys is first or keys.keys() == first.keys() for keys in asked)
+        keys = first if same else dict.fromkeys(k for ks in asked for k in ks)
+        rows = self._execute_page(cls, statement, encode(list(keys)))
+        columns = [(width + i, asked[i], page.actions[n]) for i, n in enumerate(wanted)]
+        for row in rows:
+            key = row[0] if width == 1 else tuple(row[:width])
+            allowed = result.get(key)
+            if allowed is None:
+                continue  # not a key asked for (e.g. matched by a case-insensitive collation)
+            for i, keys_asked, action in columns:  # CASE WHEN: only TRUE gives a true value
+                if row[i] and (same or key in keys_asked):
+                    allowed.add(action)
+
+    def _execute_page(self, cls: type, statement: Select[Any], keys: Any) -> Any:
+        """Run a page statement on the session's connection, after the session's autoflush (as
+        ``Session.execute`` would do): the rows are plain tuples, without the ORM's per-row
+        processing, which cost more than the query for a page of 200."""
+        self.session._autoflush()  # not flush(): a no-op inside a flush or ``no_autoflush``
+        connection = self.session.connection(bind_arguments={"mapper": cls})
+        return connection.execute(statement, {_PAGE_KEYS: keys}).all()
+
+    def _page_statement(
+        self,
+        subject: Any,
+        cls: type,
+        page: _ClassPage,
+        wanted: list[int],
+        context: Mapping[str, Any],
+    ) -> tuple[Select[Any], int, Callable[[list[Any]], Any]]:
+        """``SELECT pk, CASE WHEN <rule> THEN true ELSE false END ... WHERE pk IN (:keys)``,
+        built once per (class, actions, rule inputs, dialect) and reused: the keys are its only
+        parameter, so SQLAlchemy neither rebuilds it nor recomputes its cache key."""
+        plans = [page.plans[n] for n in wanted]
+        dialect = self.session.get_bind(mapper=cls).dialect.name
+        inputs = tuple(plan.inputs.key(subject, context) for plan in plans)
+        cacheable = all(k is not None for k in inputs)
+        cache_key = ("page", cls, dialect, tuple(p.permission for p in plans), inputs)
+        cached = plans[0].sql_cache.get(cache_key) if cacheable else None
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         mapper: Any = sa_inspect(cls)
-        keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
-        pk_cols = [getattr(cls, k) for k in keys]
-        wanted = {_primary_key(o) for objs in by_action.values() for o in objs}
-        columns = []
-        for n, action in enumerate(by_action):
-            plan = self._plan(action, subject, by_action[action][0])
-            clause = self._cached_clause(plan, cls, subject, context, union=False)
-            columns.append(sa.case((clause, True), else_=False).label(f"action_{n}"))
-        match = _key_in(pk_cols, wanted)
-        rows = self._execute(sa.select(*pk_cols, *columns).where(match)).all()
-        decided = {tuple(row[: len(keys)]): row[len(keys) :] for row in rows}
-        for n, (action, objs) in enumerate(by_action.items()):
-            for obj in objs:
-                key = _primary_key(obj)
-                values = decided.get(key if isinstance(key, tuple) else (key,))
-                if values is not None and values[n]:
-                    result[key].add(action)
+        pk = [getattr(cls, mapper.get_property_by_column(c).key) for c in mapper.primary_key]
+        columns = [
+            sa.case(
+                (self._cached_clause(p, cls, subject, context, union=False), sa.true()),
+                else_=sa.false(),
+            ).label(f"action_{i}")
+            for i, p in enumerate(plans)
+        ]
+        match, encode = _keys_match(pk, dialect)
+        statement = sa.select(*pk, *columns).where(match)
+        built = (statement.execution_options(**{INTERNAL: True}), len(pk), encode)
+        if cacheable:
+            _remember(plans[0].sql_cache, cache_key, built)
+        return built
 
     def check_in_database(
         self, plan: Plan, subject: Any, target: Any, context: Mapping[str, Any]
@@ -528,9 +602,7 @@ class Authorizer:
         if clause is None:
             clause = self._clause(plan, entity, subject, context)
         if key is not None:
-            if len(plan.sql_cache) >= _CACHE_SIZE:
-                plan.sql_cache.pop(next(iter(plan.sql_cache)))
-            plan.sql_cache[key] = clause
+            _remember(plan.sql_cache, key, clause)
         return clause
 
     def _clause(
@@ -612,18 +684,120 @@ def _selects_from(query: Select[Any], entity: Any) -> bool:
 
 def _primary_key(obj: Any) -> Any:
     """The identity of a persistent object: its key value, or a tuple for a composite key."""
-    state = sa_inspect(obj, raiseerr=False)
-    if state is None:
-        raise InvalidArgument(f"{obj!r} is not an instance of a mapped class")
+    return _key_of(_state_of(obj), obj)
+
+
+def _state_of(obj: Any) -> Any:
+    try:
+        return instance_state(obj)
+    except AttributeError:
+        raise InvalidArgument(f"{obj!r} is not an instance of a mapped class") from None
+
+
+def _key_of(state: Any, obj: Any) -> Any:
     key = state.key
     values = state.mapper.primary_key_from_instance(obj) if key is None else key[1]
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def _key_in(pk_cols: list[Any], keys: set[Any]) -> Any:
-    if len(pk_cols) == 1:
-        return pk_cols[0].in_(list(keys))
-    return sa.tuple_(*pk_cols).in_([tuple(k) for k in keys])
+@dataclass
+class _ClassPage:
+    """The objects of one class in a page: the plans of its actions and what awaits the query."""
+
+    actions: list[Hashable]
+    plans: list[Plan]
+    #: the union of the plans' ``target_reads``; None: try the predicates on every object
+    blind_keys: frozenset[str] | None
+    #: per action, the keys of the objects (not blind) its query must decide, in page order
+    pending: list[dict[Any, None]] = field(default_factory=list)
+    #: the keys of the blind objects, none of whose rule inputs is loaded
+    blind: dict[Any, None] = field(default_factory=dict)
+    #: the actions blind objects are given in Python (None until the first blind object) ...
+    blind_allowed: tuple[Hashable, ...] | None = None
+    #: ... and those the database must decide for them (by index)
+    blind_asked: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.pending = [{} for _ in self.plans]
+
+    def add_blind(
+        self, subject: Any, obj: Any, key: Any, context: Any, allowed: set[Hashable]
+    ) -> None:
+        """Decide an object none of whose rule inputs is loaded: the first such object's answer
+        is every such object's (see :mod:`bastion.rules.reads`), so the predicates run once."""
+        if self.blind_allowed is None:
+            verdicts = [_try_blind(plan, subject, obj, context) for plan in self.plans]
+            self.blind_allowed = tuple(a for a, v in zip(self.actions, verdicts, strict=True) if v)
+            self.blind_asked = frozenset(n for n, v in enumerate(verdicts) if v is None)
+        allowed.update(self.blind_allowed)
+        if self.blind_asked:
+            self.blind[key] = None
+
+    def asked(self) -> list[int]:
+        """The actions (by index) with objects the database must decide."""
+        blind = bool(self.blind)
+        return [
+            n for n, keys in enumerate(self.pending) if keys or (blind and n in self.blind_asked)
+        ]
+
+    def keys_for(self, n: int) -> dict[Any, None]:
+        """The keys the database must decide for action ``n``."""
+        if n not in self.blind_asked or not self.blind:
+            return self.pending[n]
+        return {**self.pending[n], **self.blind} if self.pending[n] else self.blind
+
+
+def _try_blind(plan: Plan, subject: Any, obj: Any, context: Any) -> bool | None:
+    try:
+        return plan.predicate(subject, obj, context, None) is True
+    except NotLoaded:
+        return None
+
+
+def _blind_keys(plans: list[Plan]) -> frozenset[str] | None:
+    """What must be unloaded for an object to be blind to every plan (None: never blind).
+    While lazy loads are allowed (inside a Python-only rule) a missing attribute is loaded
+    instead of raising NotLoaded, so no object is blind then."""
+    if LAZY_LOADS_ALLOWED.get():
+        return None
+    keys: frozenset[str] = frozenset()
+    for plan in plans:
+        if plan.target_reads is None or plan.sql_error is not None:
+            return None
+        keys |= plan.target_reads
+    return keys
+
+
+def _keys_match(pk: list[Any], dialect: str) -> tuple[ColumnElement[bool], Callable[..., Any]]:
+    """``pk IN (:keys)`` with one parameter for the whole list, and how to pass the keys in it.
+
+    The statement text must not depend on the page (then the driver's and SQLAlchemy's caches
+    hit, and nothing is rendered per call): on PostgreSQL ``pk = ANY(:keys)``, one array; on
+    SQLite, integer keys as one JSON array, ``pk IN (SELECT value FROM json_each(:keys))``;
+    elsewhere an expanding parameter (rendered per call from the cached compilation)."""
+    if len(pk) > 1:
+        return sa.tuple_(*pk).in_(sa.bindparam(_PAGE_KEYS, expanding=True)), list
+    if dialect == "postgresql":
+        keys = sa.bindparam(_PAGE_KEYS, type_=postgresql.ARRAY(pk[0].type))
+        return pk[0] == sa.any_(keys), list
+    if dialect == "sqlite" and isinstance(pk[0].type, sa.Integer):
+        values = sa.func.json_each(sa.bindparam(_PAGE_KEYS, type_=sa.String)).table_valued("value")
+        return pk[0].in_(sa.select(values.c.value)), _json_integers
+    return pk[0].in_(sa.bindparam(_PAGE_KEYS, expanding=True)), list
+
+
+def _json_integers(keys: list[Any]) -> str:
+    """Integer keys as a JSON array (anything else is refused rather than compared as text)."""
+    if not all(type(k) is int for k in keys):
+        raise InvalidArgument(f"integer primary keys expected, got {keys!r}")
+    return json.dumps(keys)
+
+
+def _remember(cache: dict[Hashable, Any], key: Hashable, value: Any) -> None:
+    """Keep ``value`` in a plan's SQL cache, dropping the oldest entry when it is full."""
+    if len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 @register_explainer(SqlRule)

@@ -49,6 +49,7 @@ from bastion.errors import (
 )
 from bastion.rules.dsl import AttrExpr, as_rule
 from bastion.rules.nodes import ALLOW, And, Deferred, Or, PythonRule, Reroot, Rule, SqlRule
+from bastion.rules.reads import target_reads
 from bastion.rules.simplify import simplify
 from bastion.rules.to_python import Predicate, to_python
 from bastion.rules.to_sql import (
@@ -131,6 +132,9 @@ class Plan:
     sql_error: str | None = None
     #: built SQL clauses by (entity, union?, input values); SQLAlchemy clauses are immutable
     sql_cache: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: the target's ``__dict__`` keys the predicate reads, None if it may read it otherwise
+    #: (:func:`bastion.rules.reads.target_reads`): pages decide unloaded objects at once
+    target_reads: frozenset[str] | None = None
 
 
 class Policy:
@@ -311,6 +315,9 @@ class Policy:
             to_python(combined),
             rule_inputs(combined),
             _sql_error(combined, records, subject_type, target_type),
+            target_reads=None
+            if target_type is None
+            else target_reads(combined, mapper_of(target_type)),
         )
         self._plans[key] = plan
         return plan

@@ -1,0 +1,213 @@
+"""Pages of objects none of whose rule inputs is loaded ("blind"), and the cached page statement.
+
+``check_many``/``allowed_actions`` run each action's predicate once for all blind objects of a
+class (``bastion.rules.reads``) and reuse one statement per (class, actions, rule inputs). These
+tests pin what must not change: the answers equal one ``check`` per object whatever each object's
+loading state, a blind page decided by the subject alone costs no query, and a cached statement is
+never shared by two subjects nor tied to one page's keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, load_only, selectinload
+
+from _pages_world import Data, Document, Seat, StatementCounter, User, create_schema, load
+from bastion import Authorizer, Policy, it, subject, target
+from bastion.rules import nodes
+from bastion.rules.reads import target_reads
+
+ACTIONS = ("read", "edit", "own", "seat")
+
+
+def _policy() -> Policy:
+    policy = Policy()
+    policy.declare(*ACTIONS)
+    policy.allow(
+        "read",
+        subject=User,
+        target=Document,
+        when=(subject.is_staff == True)  # noqa: E712 - a rule, not a Python comparison
+        | target.is_public
+        | subject.memberships.any(it.org_id == target.org_id),
+    )
+    policy.allow(
+        "edit",
+        subject=User,
+        target=Document,
+        when=(target.owner_id == subject.id)
+        | ((target.level <= subject.level) & ~target.is_public),
+    )
+    policy.allow("own", subject=User, target=Document, when=target.owner == subject)
+    policy.allow("seat", subject=User, target=Seat, when=target.holder_id == subject.id)
+    return policy
+
+
+DATA = Data(
+    users=[
+        {"id": 1, "level": 2, "role": None, "is_staff": True},
+        {"id": 2, "level": 1, "role": None, "is_staff": False},
+        {"id": 3, "level": None, "role": None, "is_staff": None},
+    ],
+    memberships=[{"user_id": 2, "org_id": 1, "role": "member"}],
+    folders=[],
+    documents=[
+        {
+            "id": n,
+            "org_id": (None, 1, 2)[n % 3],
+            "owner_id": (None, 1, 2, 3)[n % 4],
+            "level": (None, 0, 1, 2, 3)[n % 5],
+            "is_public": (None, True, False)[n % 3],
+        }
+        for n in range(1, 41)
+    ],
+    seats=[{"org_id": n % 2, "number": n, "holder_id": n % 3} for n in range(1, 9)],
+)
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Session]:
+    create_schema(engine)
+    with Session(engine) as session:
+        load(session, DATA)
+        yield session
+
+
+def _truth(authz: Authorizer, session: Session) -> dict[tuple[int, Any], set[str]]:
+    """One ``check`` per (user, object, action), on fully loaded objects (Python only)."""
+    session.expunge_all()
+    users = session.scalars(sa.select(User).options(selectinload(User.memberships))).all()
+    docs = session.scalars(sa.select(Document).options(selectinload(Document.owner))).all()
+    seats = session.scalars(sa.select(Seat)).all()
+    out = {}
+    for u in users:
+        for d in docs:
+            out[u.id, d.id] = {a for a in ("read", "edit", "own") if authz.check(u, a, d)}
+        for s in seats:
+            out[u.id, (s.org_id, s.number)] = {"seat"} if authz.check(u, "seat", s) else set()
+    return out
+
+
+def _mixed_page(session: Session) -> list[Any]:
+    """Documents in every loading state: blind (expired), key only, partly and fully loaded,
+    and one transient object (decided from its own values)."""
+    session.expunge_all()
+    docs = list(session.scalars(sa.select(Document).order_by(Document.id)))
+    for d in docs[:10]:
+        session.expire(d)
+    partly = sa.select(Document).options(load_only(Document.owner_id, Document.level))
+    session.scalars(partly.where(Document.id.between(11, 20))).all()
+    for d in docs[10:20]:
+        session.expire(d, ["org_id", "is_public"])
+    keys_only = sa.select(Document).options(load_only(Document.id))
+    session.scalars(keys_only.where(Document.id > 30)).all()
+    for d in docs[30:]:
+        session.expire(d)
+    session.scalars(keys_only.where(Document.id > 30)).all()
+    return docs
+
+
+@pytest.mark.parametrize("user_id", [1, 2, 3])
+def test_pages_in_every_loading_state_agree_with_checks(db: Session, user_id: int) -> None:
+    policy = _policy()
+    authz = Authorizer(policy, db)
+    truth = _truth(authz, db)
+    for memberships_loaded in (False, True):
+        docs = _mixed_page(db)
+        user = db.get(User, user_id)
+        assert user is not None
+        if memberships_loaded:
+            db.refresh(user, ["memberships"])
+        transient = Document(id=99, org_id=1, owner_id=user_id, level=0, is_public=False)
+        got = authz.allowed_actions(user, [*docs, transient], actions=["read", "edit", "own"])
+        want = {d.id: truth[user_id, d.id] for d in docs}
+        want[99] = {a for a in ("read", "edit", "own") if authz.check(user, a, transient)}
+        assert got == want
+        for action in ("read", "edit", "own"):
+            docs = _mixed_page(db)
+            user = db.get(User, user_id)
+            many = authz.check_many(user, action, docs)
+            assert many == {d.id: action in truth[user_id, d.id] for d in docs}, action
+
+
+def test_a_blind_page_decided_by_the_subject_alone_costs_no_query(
+    engine: Engine, db: Session
+) -> None:
+    authz = Authorizer(_policy(), db)
+    staff = db.get(User, 1)
+    docs = db.scalars(sa.select(Document)).all()
+    for d in docs:
+        db.expire(d)
+    with StatementCounter(engine) as counter:
+        assert set(authz.check_many(staff, "read", docs).values()) == {True}
+    assert counter.count == 0, counter.statements
+    other = db.get(User, 2)
+    with StatementCounter(engine) as counter:
+        authz.allowed_actions(other, docs, actions=["read", "edit", "own"])
+    assert counter.count == 1, counter.statements
+
+
+def _page_statements(policy: Policy) -> list[Any]:
+    return [
+        value
+        for plan in policy.plans_by_call_key.values()
+        for key, value in plan.sql_cache.items()
+        if isinstance(key, tuple) and key[:1] == ("page",)
+    ]
+
+
+def test_the_page_statement_is_cached_per_subject_never_per_page(
+    engine: Engine, db: Session
+) -> None:
+    policy = _policy()
+    authz = Authorizer(policy, db)
+    truth = _truth(authz, db)
+    users = {u.id: u for u in db.scalars(sa.select(User))}
+    docs = db.scalars(sa.select(Document).order_by(Document.id)).all()
+    for round_ in range(2):
+        for user_id, user in users.items():
+            for page in (docs[:15], docs[15:], docs[::3]):  # different keys, same statement
+                for d in page:
+                    db.expire(d)
+                with StatementCounter(engine) as counter:
+                    got = authz.allowed_actions(user, list(page), actions=["edit", "own"])
+                assert counter.count == 1
+                assert got == {d.id: truth[user_id, d.id] & {"edit", "own"} for d in page}
+        # one statement per subject (its id is bound in the rule), none per page
+        assert len(_page_statements(policy)) == len(users), round_
+    assert len({id(s[0]) for s in _page_statements(policy)}) == len(users)
+
+
+def test_composite_keys_go_through_the_cached_statement(engine: Engine, db: Session) -> None:
+    authz = Authorizer(_policy(), db)
+    truth = _truth(authz, db)
+    seats = db.scalars(sa.select(Seat)).all()
+    for user in db.scalars(sa.select(User)).all():
+        for seat in seats:
+            db.expire(seat)
+        with StatementCounter(engine) as counter:
+            got = authz.check_many(user, "seat", seats)
+        assert counter.count == 1
+        assert got == {
+            (s.org_id, s.number): "seat" in truth[user.id, (s.org_id, s.number)] for s in seats
+        }
+
+
+def test_target_reads_names_what_the_predicate_reads_of_the_target() -> None:
+    mapper = sa.inspect(Document)
+    policy = _policy()
+    plans = {a: policy.plan(a, User, Document) for a in ("read", "edit", "own")}
+    assert plans["read"].target_reads == {"is_public", "org_id"}
+    assert plans["edit"].target_reads == {"owner_id", "level", "is_public"}
+    # ``target.owner == subject`` compares the foreign key when the relationship is not loaded
+    assert plans["own"].target_reads == {"owner", "owner_id"}
+    # the target's identity, or a Python function, is read otherwise: no blind objects
+    assert target_reads(nodes.Same("target"), mapper) is None
+    assert target_reads(nodes.PythonRule(lambda s, t: True, "f"), mapper) is None
+    unmapped = nodes.Compare(nodes.Attr("target", "not_mapped"), "==", nodes.Literal(1))
+    assert target_reads(unmapped, mapper) is None
