@@ -162,11 +162,13 @@ class EffectiveGrants:
 
 
 def _valid(edge: Any) -> ColumnElement[bool]:
+    return _window(edge.c.valid_from, edge.c.expires_at)
+
+
+def _window(start: Any, end: Any) -> ColumnElement[bool]:
+    """The validity window ``[start, end)`` holds now (a NULL bound is no bound)."""
     now = utcnow()
-    return sa.and_(
-        sa.or_(edge.c.valid_from.is_(None), edge.c.valid_from <= now),
-        sa.or_(edge.c.expires_at.is_(None), edge.c.expires_at > now),
-    )
+    return sa.and_(sa.or_(start.is_(None), start <= now), sa.or_(end.is_(None), end > now))
 
 
 #: The columns of :func:`effective_query`: the permission, the tier, then both edges.
@@ -562,32 +564,55 @@ def _scoped_path(chosen: Any, edges: list[Any], scope_type: str) -> list[Any]:
 
 def _path_scopes(tiers: list[tuple[sa.Select[Any], list[Any]]]) -> Any:
     """A CTE of the scope (``scope_type``, ``scope_id``) of each of the subject's paths to the
-    permission that is valid now: one branch per tier, the scope of a two-edge path combined as
-    in the Python check (the scoped edge's scope when the other is global or the same, no row
-    when they differ; see ``_combine``).
+    permission that is valid now, the scopes of a two-edge path combined as in the Python check
+    (``_combine``: the scoped edge's scope when the other is global or the same; no row when
+    they differ)::
 
-    Both the global test and the scoped ids read it: four branches instead of one per tier and
-    scoped edge plus the global ``EXISTS`` per tier (ten), which PostgreSQL took 4 ms to plan
-    for W4's list; and a condition on a CTE's column is estimated selective, so the descendants
-    walk is planned from a few seeds (an index seek per level, not a scan of the table)."""
+        WITH paths AS MATERIALIZED (
+          SELECT CASE WHEN <a global, b present> THEN b_type ELSE a_type END AS scope_type, ...
+          FROM (SELECT up.scope_type AS a_type, up.scope_id AS a_id, up.valid_from AS a_from,
+                       up.expires_at AS a_until, NULL AS b_type, ... FROM user_permissions up
+                WHERE up.user_id = :u AND up.permission_id = (SELECT id ... WHERE token = :p)
+                UNION ALL <bundle, group, group-bundle tiers: their two edges>) AS edges
+          WHERE <combinable> AND <a's window holds now> AND <b's window holds now>)
+
+    Both the global test and the scoped ids read it: four branches, and the windows, scope
+    combinations and global tests written once, where the per-tier and per-edge form had ten
+    subqueries. Its size is what every execution pays for (SQLAlchemy's cache key walks it,
+    PostgreSQL plans it: 4 ms for W4 in the per-edge form), and a condition on a CTE's column is
+    estimated selective, so the descendants walk is planned from a few seeds (an index seek per
+    level, not a scan of the table)."""
+    no_text, no_time = sa.null().cast(sa.String), sa.null().cast(sa.DateTime)
     branches = []
     for stmt, edges in tiers:
-        first, *rest = edges
-        scope_type, scope_id = first.c.scope_type, first.c.scope_id
-        where = [_valid(e) for e in edges]
-        for other in rest:
-            same = sa.and_(
-                other.c.scope_type == first.c.scope_type, other.c.scope_id == first.c.scope_id
+        columns = []
+        for n, edge in enumerate((*edges, None) if len(edges) == 1 else edges):
+            side = "ab"[n]
+            values = (
+                (no_text, no_text, no_time, no_time)
+                if edge is None
+                else (edge.c.scope_type, edge.c.scope_id, edge.c.valid_from, edge.c.expires_at)
             )
-            where.append(sa.or_(_is_global(first), _is_global(other), same))
-            scope_type = sa.case((_is_global(first), other.c.scope_type), else_=scope_type)
-            scope_id = sa.case((_is_global(first), other.c.scope_id), else_=scope_id)
-        columns = (scope_type.label("scope_type"), scope_id.label("scope_id"))
-        branches.append(stmt.with_only_columns(*columns).where(*where))
+            names = (f"{side}_type", f"{side}_id", f"{side}_from", f"{side}_until")
+            columns += [value.label(name) for value, name in zip(values, names, strict=True)]
+        branches.append(stmt.with_only_columns(*columns))
+    p = sa.union_all(*branches).subquery("bastion_grant_paths")
+    a_global = sa.and_(p.c.a_type == "", p.c.a_id == "")
+    b_global = sa.and_(p.c.b_type == "", p.c.b_id == "")
+    one_edge = p.c.b_type.is_(None)
+    same = sa.and_(p.c.a_type == p.c.b_type, p.c.a_id == p.c.b_id)
+    use_b = sa.and_(a_global, p.c.b_type.is_not(None))
+    scope_type = sa.case((use_b, p.c.b_type), else_=p.c.a_type).label("scope_type")
+    scope_id = sa.case((use_b, p.c.b_id), else_=p.c.a_id).label("scope_id")
+    paths = sa.select(scope_type, scope_id).where(
+        sa.or_(one_edge, a_global, b_global, same),
+        _window(p.c.a_from, p.c.a_until),
+        _window(p.c.b_from, p.c.b_until),  # NULL bounds (one edge): always TRUE
+    )
     # MATERIALIZED: a CTE read once is inlined by PostgreSQL 12+, and the seeds' estimate then
     # comes from the tier tables (one row at least per branch: 10x that in the recursive walk
     # chose a hash join scanning every folder per level, 10 ms instead of 0.5 ms in W4).
-    return sa.union_all(*branches).cte().prefix_with("MATERIALIZED", dialect="postgresql")
+    return paths.cte().prefix_with("MATERIALIZED", dialect="postgresql")
 
 
 class _IdAsBigint(FunctionElement[int]):
