@@ -10,9 +10,17 @@ SQL: ``EXISTS`` over the three tiers, each branch an index seek from the subject
     OR EXISTS (... user_groups ug JOIN group_permissions gp ...)
     OR EXISTS (... user_groups ug JOIN group_bundles gb JOIN bundle_permissions bp ...)
 
-Where the scope is a target column and the node is not under a ``NOT``, the scoped part becomes
-``target.org_id IN (SELECT CAST(scope_id AS INTEGER) ...)``, which the database answers from the
-subject's few grants instead of testing every row.
+Where the scope is a target column and the node is not under a ``NOT``, the subject's paths are
+listed once, with their combined scope (a CTE, ``MATERIALIZED`` on PostgreSQL 12+), and the
+scoped part becomes a semijoin the database answers from the subject's few grants instead of
+testing every row::
+
+    WITH paths AS MATERIALIZED (SELECT <combined scope_type>, <combined scope_id>
+                                FROM (<one SELECT per tier, both edges' scope and window>) AS edges
+                                WHERE <the edges' scopes combine> AND <both windows hold now>)
+    ... EXISTS (SELECT 1 FROM paths WHERE scope_type = '' AND scope_id = '')
+        OR target.org_id IN (SELECT <scope_id as exactly an integer, else NULL> FROM paths
+                             WHERE scope_type = 'org')
 
 Python: a set lookup in the subject's *effective grants*, loaded in one query the first time a
 check needs them and cached in ``session.info``. The cache follows the transaction: a grant or
@@ -583,18 +591,15 @@ def _path_scopes(tiers: list[tuple[sa.Select[Any], list[Any]]]) -> Any:
     estimated selective, so the descendants walk is planned from a few seeds (an index seek per
     level, not a scan of the table)."""
     no_text, no_time = sa.null().cast(sa.String), sa.null().cast(sa.DateTime)
-    branches = []
+    names = [f"{side}_{name}" for side in "ab" for name in ("type", "id", "from", "until")]
+    branches: list[sa.Select[Any]] = []
     for stmt, edges in tiers:
-        columns = []
-        for n, edge in enumerate((*edges, None) if len(edges) == 1 else edges):
-            side = "ab"[n]
-            values = (
-                (no_text, no_text, no_time, no_time)
-                if edge is None
-                else (edge.c.scope_type, edge.c.scope_id, edge.c.valid_from, edge.c.expires_at)
-            )
-            names = (f"{side}_type", f"{side}_id", f"{side}_from", f"{side}_until")
-            columns += [value.label(name) for value, name in zip(values, names, strict=True)]
+        columns: list[Any] = []
+        for edge in edges:
+            columns += [edge.c.scope_type, edge.c.scope_id, edge.c.valid_from, edge.c.expires_at]
+        columns += [no_text, no_text, no_time, no_time][: len(names) - len(columns)]
+        if not branches:  # the first SELECT of a UNION names the columns
+            columns = [value.label(name) for value, name in zip(columns, names, strict=True)]
         branches.append(stmt.with_only_columns(*columns))
     p = sa.union_all(*branches).subquery("bastion_grant_paths")
     a_global = sa.and_(p.c.a_type == "", p.c.a_id == "")
@@ -609,7 +614,7 @@ def _path_scopes(tiers: list[tuple[sa.Select[Any], list[Any]]]) -> Any:
         _window(p.c.a_from, p.c.a_until),
         _window(p.c.b_from, p.c.b_until),  # NULL bounds (one edge): always TRUE
     )
-    # MATERIALIZED: a CTE read once is inlined by PostgreSQL 12+, and the seeds' estimate then
+    # MATERIALIZED (PostgreSQL 12+): a CTE read once is inlined, and the seeds' estimate then
     # comes from the tier tables (one row at least per branch: 10x that in the recursive walk
     # chose a hash join scanning every folder per level, 10 ms instead of 0.5 ms in W4).
     return paths.cte().prefix_with("MATERIALIZED", dialect="postgresql")

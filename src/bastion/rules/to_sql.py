@@ -20,6 +20,20 @@ Shapes
       EXISTS (SELECT 1 FROM orgs AS o WHERE o.id = documents.org_id AND o.plan = :plan)
                                                     -- target.org.has(it.plan == "pro")
 
+* Trees (``ancestors``) are one recursive CTE from the rows satisfying the rule down to their
+  descendants, and a deferral through a plain many-to-one to such a tree reads only the foreign
+  key: the descendants are listed once, not re-run in an ``EXISTS`` per row (SQLite did)::
+
+      WITH RECURSIVE tree(id) AS (SELECT f.id FROM folders AS f WHERE f.owner_id = :id UNION
+                                  SELECT s.id FROM folders AS s, tree WHERE s.parent_id = tree.id)
+      ... WHERE documents.folder_id IN (SELECT tree.id FROM tree)       -- = ANY(ARRAY(...)) on PG
+                                          -- defer("doc.read", attributes="folder", ...) to
+                                          -- ancestors(target.parent, target.owner_id == subject.id)
+
+  Each part of the rule that reads the row seeds the CTE with its own ``SELECT`` (its own index);
+  a part that reads none (``EXISTS`` of a global grant) is a gate outside the recursion:
+  ``UNION ALL SELECT f.id FROM (SELECT 1 WHERE EXISTS (...)) AS gate JOIN folders AS f ON true``.
+
 * Three-valued logic is SQL's own. The compiler tracks *polarity* (the number of ``Not`` above a
   node): where it is positive, UNKNOWN and FALSE lead to the same answer (a row is kept only when
   TRUE), so a relationship whose inner rule equates a related column with a target column may use
