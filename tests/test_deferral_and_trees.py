@@ -24,7 +24,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    make_transient_to_detached,
+    mapped_column,
+    relationship,
+)
 
 from bastion import (
     Authorizer,
@@ -40,6 +47,9 @@ from bastion import (
     target,
 )
 from bastion.grants import GrantStore, effective_grants, grant_models, holds
+from bastion.rules.dsl import as_rule
+from bastion.rules.nodes import Not, Reroot
+from bastion.rules.to_sql import to_sql
 
 # =============================================================================================
 # models
@@ -891,3 +901,165 @@ def test_grants_and_roles_on_any_ancestor_folder(folders: Session, statements: l
     }
     agree(authz, people, "folder.read", Folder, readable, statements=statements)
     agree(authz, people, "file.read", File, readable, statements=statements)
+
+
+# =============================================================================================
+# the SQL shapes of trees: the foreign-key shortcut, negation, the gate of row-free parts
+
+
+def test_a_deferral_to_a_tree_reads_the_foreign_key(folders: Session, backend: str) -> None:
+    """``files.folder_id IN (the descendants)``: no EXISTS over folders per file (in which SQLite
+    re-ran the recursive CTE), ``= ANY(ARRAY(...))`` on PostgreSQL (IN hashed the list and
+    scanned every file)."""
+    authz = Authorizer(tree_policy(), folders)
+    stmt = authz.filter(folders.get(Person, 1), "file.read", sa.select(File.id))
+    sql = str(stmt.compile(folders.get_bind()))
+    assert "EXISTS" not in sql
+    if backend == "postgresql":
+        assert "WHERE files.folder_id = ANY(ARRAY(SELECT anon_1.id \nFROM anon_1))" in sql
+    else:
+        assert sql.endswith("WHERE files.folder_id IN (SELECT anon_1.id \nFROM anon_1)")
+
+
+def _dangling_file(folders: Session) -> None:
+    """File 113 in folder 13, which does not exist (SQLite, foreign keys off)."""
+    raw = folders.get_bind().raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.execute("INSERT INTO files (id, folder_id) VALUES (113, 13)")
+        raw.commit()
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        raw.close()
+
+
+def test_a_negated_deferral_to_a_tree_keeps_null_and_dangling_keys(
+    folders: Session, backend: str
+) -> None:
+    """NOT (the file's folder or one above it is mine): TRUE for a file without a folder (NULL
+    key) and for one whose folder does not exist, as ``NOT EXISTS`` says, where ``NOT (NULL IN
+    (...))`` would be UNKNOWN."""
+    if backend == "sqlite":
+        _dangling_file(folders)
+    rule = Not(Reroot("target", "folder", ancestors(target.parent, target.owner_id == subject.id)))
+    positive = Reroot("target", "folder", ancestors(target.parent, target.owner_id == subject.id))
+    all_files = set(folders.scalars(sa.select(File.id)))
+    for person in folders.scalars(sa.select(Person)):
+        mine = set(folders.scalars(sa.select(File.id).where(to_sql(positive, File, person))))
+        others = set(folders.scalars(sa.select(File.id).where(to_sql(rule, File, person))))
+        assert mine.isdisjoint(others), person.id
+        assert mine | others == all_files, person.id
+        assert 100 in others  # no folder
+        if backend == "sqlite":
+            assert 113 in others  # a folder that does not exist
+    sql = str(sa.select(File.id).where(to_sql(rule, File, person)).compile(folders.get_bind()))
+    assert "files.folder_id IS NOT NULL AND files.folder_id" in sql
+
+
+def test_a_global_grant_through_a_tree_is_a_gate_not_a_seed(
+    folders: Session, backend: str, statements: list[str]
+) -> None:
+    """``ancestors(holds(..., on_target=True))`` with a global grant: every folder (the part
+    that reads no row is a gated branch outside the recursion), but never a file without a
+    folder or in one that does not exist; a scoped grant still reads its subtree; check agrees."""
+    policy = Policy(["folder.read", "file.read"])
+    policy.allow(
+        "folder.read",
+        subject=Person,
+        target=Folder,
+        when=ancestors(target.parent, holds(grants, "folder.read", on_target=True)),
+    )
+    policy.defer("file.read", attributes="folder", bearer=Person, target=File, to="folder.read")
+    store = GrantStore(folders, grants)
+    store.create_permission("folder.read")
+    store.grant(folders.get(Person, 1), permission="folder.read")  # global
+    store.grant(folders.get(Person, 2), permission="folder.read", scope=folders.get(Folder, 7))
+    folders.commit()
+    if backend == "postgresql":
+        folders.execute(sa.text("ANALYZE"))  # see test_grants_and_roles_on_any_ancestor_folder
+        folders.commit()
+    authz = Authorizer(policy, folders)
+    people = list(folders.scalars(sa.select(Person).order_by(Person.id)))
+    for person in people:
+        effective_grants(folders, grants, person)
+    ids = [i for (i,) in folders.execute(sa.select(Folder.id).order_by(Folder.id))]
+    readable = {1: ids, 2: [6, 7, 8], 3: []}
+    agree(authz, people, "folder.read", Folder, readable, statements=statements)
+    agree(authz, people, "file.read", File, readable, statements=statements)
+    sql = str(authz.filter(people[0], "file.read", sa.select(File.id)).compile(folders.get_bind()))
+    assert "bastion_tree_gate" in sql  # the global test, outside the recursion
+    if backend == "sqlite":
+        _dangling_file(folders)
+        listed = set(folders.scalars(authz.filter(people[0], "file.read", sa.select(File.id))))
+        assert 113 not in listed
+        assert 100 not in listed
+
+
+# -- SQL snapshots of the tree shapes (SQLite and PostgreSQL, literal binds) -------------------
+
+TREE_BY_FK = (
+    "WITH RECURSIVE anon_1(id) AS (SELECT bastion_tree_folders_2.id AS id FROM folders AS "
+    "bastion_tree_folders_2 WHERE bastion_tree_folders_2.owner_id = 1 UNION SELECT "
+    "bastion_tree_step_folders_2.id AS id FROM folders AS bastion_tree_step_folders_2, "
+    "anon_1 WHERE bastion_tree_step_folders_2.parent_id = anon_1.id) SELECT files.id FROM "
+    "files WHERE files.folder_id "
+)
+TREE_GATED = (
+    "WITH RECURSIVE anon_1(id) AS (SELECT bastion_tree_seed.id AS id FROM (SELECT "
+    "bastion_tree_folders_1.id AS id FROM folders AS bastion_tree_folders_1 WHERE "
+    "bastion_tree_folders_1.owner_id = 1 UNION ALL SELECT bastion_tree_folders_1.id AS id "
+    "FROM folders AS bastion_tree_folders_1 WHERE EXISTS (SELECT 1 FROM folder_members AS "
+    "bastion_it_folder_members_2 WHERE bastion_tree_folders_1.id = "
+    "bastion_it_folder_members_2.folder_id AND bastion_it_folder_members_2.person_id = "
+    "1)) AS bastion_tree_seed UNION SELECT bastion_tree_step_folders_1.id AS id FROM "
+    "folders AS bastion_tree_step_folders_1, anon_1 WHERE "
+    "bastion_tree_step_folders_1.parent_id = anon_1.id) SELECT folders.id FROM folders "
+    "WHERE folders.id IN (SELECT anon_1.id FROM anon_1 UNION ALL SELECT "
+    "bastion_tree_folders_1.id AS id FROM (SELECT 1 AS open WHERE EXISTS (SELECT 1 AS "
+    "anon_2 FROM people AS bastion_subject_people_2 WHERE bastion_subject_people_2.id = 1 "
+    "AND (EXISTS (SELECT 1 FROM bastion_permissions AS bastion_it_bastion_permissions_2, "
+    "bastion_people_permissions AS bastion_people_permissions_1 WHERE "
+    "bastion_subject_people_2.id = bastion_people_permissions_1.user_id AND "
+    "bastion_it_bastion_permissions_2.id = bastion_people_permissions_1.permission_id)))) "
+    "AS bastion_tree_gate JOIN folders AS bastion_tree_folders_1 "
+)
+
+
+def _snapshot(stmt: Any, dialect: str) -> str:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    compiler = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}[dialect]
+    text = stmt.compile(dialect=compiler, compile_kwargs={"literal_binds": True})
+    return " ".join(str(text).split())
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_snapshot_of_a_deferral_to_a_tree(dialect: str) -> None:
+    """The foreign key tested against the descendants, computed once (no EXISTS per file)."""
+    person = Person(id=1)
+    make_transient_to_detached(person)
+    rule = Reroot("target", "folder", ancestors(target.parent, target.owner_id == subject.id))
+    keys = {
+        "sqlite": "IN (SELECT anon_1.id FROM anon_1)",
+        "postgresql": "= ANY(ARRAY(SELECT anon_1.id FROM anon_1))",
+    }[dialect]
+    stmt = sa.select(File.id).where(to_sql(rule, File, person))
+    assert _snapshot(stmt, dialect) == TREE_BY_FK + keys
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_snapshot_of_a_tree_seed_by_parts(dialect: str) -> None:
+    """One seed SELECT per part that reads the row (each with its own index), and the part that
+    reads no row (the subject's own grants) in a gate outside the recursion."""
+    person = Person(id=1)
+    make_transient_to_detached(person)
+    rule = ancestors(
+        target.parent,
+        (target.owner_id == subject.id)
+        | target.members.any(it.person_id == subject.id)
+        | subject.granted_permissions.any(),
+    )
+    stmt = sa.select(Folder.id).where(to_sql(as_rule(rule), Folder, person))
+    true = {"sqlite": "ON 1 = 1)", "postgresql": "ON true)"}[dialect]
+    assert _snapshot(stmt, dialect) == TREE_GATED + true

@@ -396,7 +396,9 @@ def test_explain_filter_gives_sql_parameters_and_branches(authz: Authorizer) -> 
     user = authz.session.get(User, 2)
     fe = authz.explain_filter(user, "doc.edit", Document)
     assert isinstance(fe, FilterExplanation)
-    assert fe.sql.startswith("SELECT documents.id")
+    # the stored grants' scopes (a CTE of the subject's paths) come first, then the query
+    assert fe.sql.startswith("WITH")
+    assert "\n SELECT documents.id" in fe.sql
     assert "FROM documents" in fe.sql
     stmt = authz.filter(user, "doc.edit", Document)
     compiled = stmt.compile(authz.session.get_bind())

@@ -12,6 +12,12 @@ uses its own index) but, on PostgreSQL, the plain ``a OR b OR col = ANY(ARRAY(..
 branch is a condition on the row's own columns (:func:`bitmap_friendly`): PostgreSQL then ORs
 one bitmap index scan per branch and reads each matching row once, where the ``IN`` form reads
 the table a second time through its primary key for every row the union found.
+
+``rows_in(entity, key, select)`` is ``entity.key IN (select)`` where ``select`` lists keys of rows
+that exist in ``entity``'s table (never NULL): the descendants CTE of ``ancestors()``. It
+compiles like a plain ``IN``; what it adds is the promise, which lets a many-to-one step that
+tests nothing but that key skip the related table (``documents.folder_id`` is among the keys:
+no ``EXISTS`` over ``folders`` per document, see ``to_sql._through_foreign_key``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.elements import ColumnElement, Grouping, Tuple
 from sqlalchemy.sql.selectable import Exists, FromClause, ScalarSelect, SelectBase
 
-__all__ = ["KeyIn", "PerDialect", "bitmap_friendly", "key_in", "per_dialect"]
+__all__ = [
+    "KeyIn",
+    "PerDialect",
+    "RowsIn",
+    "bitmap_friendly",
+    "key_in",
+    "per_dialect",
+    "rows_in",
+]
 
 
 class KeyIn(ColumnElement[bool]):
@@ -117,3 +131,37 @@ def bitmap_friendly(clause: Any, entity: Any) -> bool:
     if isinstance(clause, (Exists, ScalarSelect, SelectBase, FromClause)):
         return False
     return all(bitmap_friendly(child, entity) for child in clause.get_children())
+
+
+class RowsIn(ColumnElement[bool]):
+    """``entity.key IN (select)``, where ``select`` lists keys of existing rows (see the module
+    docstring). ``entity`` and ``entity_key`` are kept for the compiler that may skip the related
+    table; they do not change the SQL (the cache key is the column and the select)."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True
+    _traverse_internals = [
+        ("column", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+        ("select", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, entity: Any, key: str, select: Any) -> None:
+        self.entity = entity
+        self.entity_key = key
+        self.column = getattr(entity, key).__clause_element__()
+        self.select = select
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return self.column._from_objects  # type: ignore[no-any-return]
+
+
+def rows_in(entity: Any, key: str, select: Any) -> ColumnElement[bool]:
+    """``entity.key IN (select)``, ``select`` listing keys of rows of ``entity``'s table."""
+    return RowsIn(entity, key, select)
+
+
+@compiles(RowsIn)
+def _rows_in(element: RowsIn, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column.in_(element.select), **kw)  # type: ignore[no-any-return]
