@@ -131,6 +131,12 @@ class Plan:
     sql_error: str | None = None
     #: built SQL clauses by (entity, union?, input values); SQLAlchemy clauses are immutable
     sql_cache: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: ``inputs.context_names``, hoisted so that ``Authorizer.check`` tests it with one attribute
+    #: read (empty for most plans: the common check skips the context test altogether)
+    required_context: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "required_context", self.inputs.context_names)
 
 
 class Policy:
