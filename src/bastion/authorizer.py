@@ -110,6 +110,17 @@ class Authorizer:
         #: compile a top-level OR to ``pk IN (branch UNION ALL branch ...)`` (index friendly)
         self.union_branches = union_branches
 
+    @property
+    def session(self) -> Session:
+        """The session every query of this Authorizer goes through."""
+        return self._session
+
+    @session.setter
+    def session(self, session: Session) -> None:
+        self._session = session
+        #: the context of a check called without context values (predicates never write to it)
+        self._session_context: dict[str, Any] = {SESSION_KEY: session}
+
     # checks ------------------------------------------------------------------------------
     def check(
         self, subject: Any, permission: Hashable, target: Any = None, /, **context: Any
@@ -126,7 +137,10 @@ class Authorizer:
             _require_context(plan, context)
         if target is not None:
             mark_authorized(type(target))
-        context[SESSION_KEY] = self.session
+        if context:
+            context[SESSION_KEY] = self._session
+        else:  # the common call: a shared read-only context, no dict to fill per check
+            context = self._session_context
         try:
             return plan.predicate(subject, target, context, None) is True
         except NotLoaded as missing:

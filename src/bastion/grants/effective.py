@@ -70,10 +70,11 @@ __all__ = [
 
 #: ``session.info`` key: ``{id(models): {identity key: EffectiveGrants}}``, the cache itself
 _CACHE_KEY = "bastion.effective_grants"
-#: ``session.info`` key: ``{id(models): {InstanceState: EffectiveGrants}}``, an index of the
-#: cache by instance for the hot path (hashing a state is cheaper than hashing an identity key
-#: tuple). Dropped after every flush: a flush may change a subject's key.
-_BY_STATE_KEY = "bastion.effective_grants.by_state"
+#: ``session.info`` key prefix: ``{InstanceState: EffectiveGrants}`` per grant models (the key
+#: ends with ``id(models)``), an index of the cache by instance for the hot path (hashing a state
+#: is cheaper than hashing an identity key tuple). Dropped after every flush: a flush may change
+#: a subject's key.
+_BY_STATE_KEY = "bastion.effective_grants.by_state."
 #: ``session.info`` key: ``{(id(models), identity key)}``, subjects asked once with an EXISTS
 _ASKED_KEY = "bastion.effective_grants.asked"
 _NO_SCOPES: frozenset[tuple[str, str, str]] = frozenset()
@@ -250,9 +251,18 @@ def load_effective(session: Session, models: GrantModels, subject: Any) -> Effec
     return _compact(now, rows)
 
 
-def _cache(session: Session, models: GrantModels, index: str = _CACHE_KEY) -> dict[Any, Any]:
-    caches: dict[int, dict[Any, EffectiveGrants]] = session.info.setdefault(index, {})
+def _cache(session: Session, models: GrantModels) -> dict[Any, EffectiveGrants]:
+    caches: dict[int, dict[Any, EffectiveGrants]] = session.info.setdefault(_CACHE_KEY, {})
     return caches.setdefault(id(models), {})
+
+
+def _by_state(session: Session, models: GrantModels) -> dict[Any, EffectiveGrants]:
+    found: dict[Any, EffectiveGrants] = session.info.setdefault(_index_key(models), {})
+    return found
+
+
+def _index_key(models: GrantModels) -> str:
+    return f"{_BY_STATE_KEY}{id(models)}"
 
 
 def effective_grants(session: Session, models: GrantModels, subject: Any) -> EffectiveGrants | None:
@@ -270,18 +280,20 @@ def effective_grants(session: Session, models: GrantModels, subject: Any) -> Eff
         if found is None:
             return None
         cache[state.key] = found
-    _cache(session, models, _BY_STATE_KEY)[state] = found
+    _by_state(session, models)[state] = found
     return found
 
 
 def forget_grants(session: Session) -> None:
     """Drop the cached effective grants of every subject in ``session``."""
-    for key in (_CACHE_KEY, _BY_STATE_KEY, _ASKED_KEY):
-        session.info.pop(key, None)
+    _forget_states(session)
+    session.info.pop(_CACHE_KEY, None)
+    session.info.pop(_ASKED_KEY, None)
 
 
 def _forget_states(session: Session, *args: Any) -> None:
-    session.info.pop(_BY_STATE_KEY, None)
+    for key in [k for k in session.info if isinstance(k, str) and k.startswith(_BY_STATE_KEY)]:
+        del session.info[key]
 
 
 for _event in ("after_commit", "after_rollback", "after_soft_rollback"):
@@ -368,13 +380,14 @@ def _has_grant_python(node: HasGrant) -> Predicate:
     """A set lookup in the cached grants. The hot path is one chain of dict lookups keyed by
     the subject's ``InstanceState`` (no ``sqlalchemy.inspect``, no tuple key); any miss (no
     session, no cache yet, an unmapped subject) takes the general path."""
-    token, key = node.permission, id(node.models)
+    # interned: the cached sets hold interned tokens, so the lookup matches by identity
+    token, index = sys.intern(node.permission), _index_key(node.models)
     scope_of = _scope_reader(node)
     uncached = _uncached(node, scope_of)
 
     def held_globally(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
         try:
-            grants = c[SESSION_KEY].info[_BY_STATE_KEY][key][s._sa_instance_state]
+            grants = c[SESSION_KEY].info[index][s._sa_instance_state]
         except (KeyError, AttributeError):
             return uncached(s, t, c, i)
         return token in grants.tokens
@@ -384,7 +397,7 @@ def _has_grant_python(node: HasGrant) -> Predicate:
 
     def held_in_scope(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
         try:
-            grants = c[SESSION_KEY].info[_BY_STATE_KEY][key][s._sa_instance_state]
+            grants = c[SESSION_KEY].info[index][s._sa_instance_state]
         except (KeyError, AttributeError):
             return uncached(s, t, c, i)
         if node.object_scope and token in grants.tokens:
