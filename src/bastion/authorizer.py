@@ -107,6 +107,7 @@ class Authorizer:
         # The policy's plans by (permission, subject type, type(target)): ``type(None)`` for no
         # target, so the hot path needs no branch. Shared with the policy, which clears it.
         self._plans = policy.plans_by_call_key
+        self._plans_by_type = policy.plans_by_type  # the same, nested, for check()
         #: compile a top-level OR to ``pk IN (branch UNION ALL branch ...)`` (index friendly)
         self.union_branches = union_branches
 
@@ -130,9 +131,9 @@ class Authorizer:
         # attribute test for required context, the predicate's closures. Everything that only
         # happens when data is missing lives in _not_loaded.
         try:
-            plan = self._plans[(permission, type(subject), type(target))]
+            plan = self._plans_by_type[type(target)][type(subject)][permission]
         except (KeyError, TypeError):
-            plan = self._plan(permission, subject, target)
+            plan = self._indexed_plan(permission, subject, target)
         if plan.required_context:
             _require_context(plan, context)
         if target is not None:
@@ -187,6 +188,13 @@ class Authorizer:
             return self._plans[(permission, type(subject), type(target))]
         except (KeyError, TypeError):
             return self._plan(permission, subject, target)
+
+    def _indexed_plan(self, permission: Hashable, subject: Any, target: Any) -> Plan:
+        """:meth:`_plan`, then filed where :meth:`check` looks first."""
+        plan = self._plan(permission, subject, target)
+        by_subject = self._plans_by_type.setdefault(type(target), {})
+        by_subject.setdefault(type(subject), {})[permission] = plan
+        return plan
 
     def _plan(self, permission: Hashable, subject: Any, target: Any) -> Plan:
         target_type = None if target is None else type(target)
