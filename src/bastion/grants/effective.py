@@ -5,7 +5,7 @@ are read in one query and kept in ``session.info`` in a compact form (:class:`Ef
 a frozenset of interned tokens held globally, and the rare scoped grants), so that every later
 check of that subject is a set lookup.
 
-When the load happens (changed for W5, see ``benchmarks/README.md``): the *first* check of a
+When the load happens (changed for benchmark W5; README, "stored grants"): the *first* check of a
 subject in a session does not load everything. It asks one ``SELECT EXISTS`` over the three tiers
 for the permission (and scope) it needs, a statement built once per user model with the subject,
 token and scope as bound parameters, so it costs what a hand-written query costs. The *second*
