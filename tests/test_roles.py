@@ -50,6 +50,7 @@ from bastion import (
     subject,
     target,
 )
+from bastion.rules.to_python import to_python
 
 # -- models ----------------------------------------------------------------------------------
 
@@ -1010,3 +1011,46 @@ def test_a_membership_role_is_an_in_list_over_the_holders() -> None:
         r"WHERE \1\.user_id = 5 AND \1\.role IN \('admin', 'owner'\)\)$",
         sql,
     ), sql
+
+
+# -- the inlined many=True read (W1's hot path) ------------------------------------------------
+
+
+class SlotsUser:
+    """An unmapped subject with ``__slots__`` (no ``__dict__``), as W1's benchmark users."""
+
+    __slots__ = ("roles",)
+
+    def __init__(self, roles: Any) -> None:
+        self.roles = roles
+
+
+@pytest.mark.parametrize(
+    ("roles", "expected"),
+    [
+        (("user",), True),
+        (("nobody",), False),
+        (("guest",), False),
+        (("guest", "author"), True),
+        ((), False),
+        (None, None),  # no collection: UNKNOWN
+        (("nobody", None), None),  # NULL IN (...): UNKNOWN
+        (("author", None), True),
+        ([["unhashable"]], False),  # not a role name
+        ([["unhashable"], "user"], True),
+    ],
+)
+def test_many_role_names_on_a_plain_subject(roles: Any, expected: bool | None) -> None:
+    """The inlined read of ``subject.roles`` answers as the general reader does."""
+    plain = RolePolicy(
+        [Role("user", ["a.read"]), Role("author", ["a.read", "a.edit"]), Role("guest", ["a.edit"])],
+        name="plain",
+    )
+    node = plain.grants(subject.roles, "a.read", many=True)
+    assert to_python(node)(SlotsUser(roles), None, {}, None) is expected
+    assert to_python(~node)(SlotsUser(roles), None, {}, None) is (
+        None if expected is None else not expected
+    )
+    policy = Policy()
+    plain.register(policy, subject=SlotsUser, role=subject.roles, many=True)
+    assert Authorizer(policy, Session()).check(SlotsUser(roles), "a.read") is (expected is True)

@@ -112,44 +112,69 @@ class Authorizer:
         # The policy's plans by (permission, subject type, type(target)): ``type(None)`` for no
         # target, so the hot path needs no branch. Shared with the policy, which clears it.
         self._plans = policy.plans_by_call_key
+        self._plans_by_type = policy.plans_by_type  # the same, nested, for check()
         #: compile a top-level OR to ``pk IN (branch UNION ALL branch ...)`` (index friendly)
         self.union_branches = union_branches
+
+    @property
+    def session(self) -> Session:
+        """The session every query of this Authorizer goes through."""
+        return self._session
+
+    @session.setter
+    def session(self, session: Session) -> None:
+        self._session = session
+        #: the context of a check called without context values (predicates never write to it)
+        self._session_context: dict[str, Any] = {SESSION_KEY: session}
 
     # checks ------------------------------------------------------------------------------
     def check(
         self, subject: Any, permission: Hashable, target: Any = None, /, **context: Any
     ) -> bool:
         """May ``subject`` do ``permission`` (on ``target``)? Python when loaded, else one query."""
-        try:  # the hot path: one dict lookup of the compiled plan
-            plan = self._plans[(permission, type(subject), type(target))]
+        # The hot path, kept free of dispatch (W1): one dict lookup of the compiled plan, one
+        # attribute test for required context, the predicate's closures. Everything that only
+        # happens when data is missing lives in _not_loaded.
+        try:
+            plan = self._plans_by_type[type(target)][type(subject)][permission]
         except (KeyError, TypeError):
-            plan = self._plan(permission, subject, target)
-        if plan.inputs.context_names:
+            plan = self._indexed_plan(permission, subject, target)
+        if plan.required_context:
             _require_context(plan, context)
         if target is not None:
             mark_authorized(type(target))
-        context[SESSION_KEY] = self.session
+        if context:
+            context[SESSION_KEY] = self._session
+        else:  # the common call: a shared read-only context, no dict to fill per check
+            context = self._session_context
         try:
             return plan.predicate(subject, target, context, None) is True
         except NotLoaded as missing:
-            if target is not None and _is_new(target):
-                # no row to query: decide from the object's own values (loading the subject's)
-                return self._check_lazily(plan, subject, target, context)
-            if missing.prefetch is not None:  # e.g. a folder's ancestors: load them, walk again
-                # Fix: keep the loaded ancestors referenced while walking (the identity map holds
-                # weak references: they were collected at once and the walk fell back to a second
-                # query), and tell the walk which keys were loaded (a dangling parent key ends it).
-                loaded = self._execute(missing.prefetch).scalars().all()
-                keys = frozenset(sa_inspect(obj).key for obj in loaded)
-                walking = ANCESTORS_PREFETCHED.set((missing.start, keys))
-                try:
-                    return plan.predicate(subject, target, context, None) is True
-                except NotLoaded:
-                    pass
-                finally:
-                    ANCESTORS_PREFETCHED.reset(walking)
-            if plan.sql_error is None:
-                return self.check_in_database(plan, subject, target, context)
+            return self._not_loaded(plan, subject, target, context, missing)
+
+    def _not_loaded(
+        self, plan: Plan, subject: Any, target: Any, context: dict[str, Any], missing: NotLoaded
+    ) -> bool:
+        """The rest of :meth:`check` when the predicate lacks data: decide a new object from its
+        own values, walk again after a prefetch, or ask the database once."""
+        if target is not None and _is_new(target):
+            # no row to query: decide from the object's own values (loading the subject's)
+            return self._check_lazily(plan, subject, target, context)
+        if missing.prefetch is not None:  # e.g. a folder's ancestors: load them, walk again
+            # Fix: keep the loaded ancestors referenced while walking (the identity map holds
+            # weak references: they were collected at once and the walk fell back to a second
+            # query), and tell the walk which keys were loaded (a dangling parent key ends it).
+            loaded = self._execute(missing.prefetch).scalars().all()
+            keys = frozenset(sa_inspect(obj).key for obj in loaded)
+            walking = ANCESTORS_PREFETCHED.set((missing.start, keys))
+            try:
+                return plan.predicate(subject, target, context, None) is True
+            except NotLoaded:
+                pass
+            finally:
+                ANCESTORS_PREFETCHED.reset(walking)
+        if plan.sql_error is None:
+            return self.check_in_database(plan, subject, target, context)
         # No SQL form (check_only): load what is missing the ordinary way.
         token = LAZY_LOADS_ALLOWED.set(True)
         try:
@@ -168,6 +193,13 @@ class Authorizer:
             return self._plans[(permission, type(subject), type(target))]
         except (KeyError, TypeError):
             return self._plan(permission, subject, target)
+
+    def _indexed_plan(self, permission: Hashable, subject: Any, target: Any) -> Plan:
+        """:meth:`_plan`, then filed where :meth:`check` looks first."""
+        plan = self._plan(permission, subject, target)
+        by_subject = self._plans_by_type.setdefault(type(target), {})
+        by_subject.setdefault(type(subject), {})[permission] = plan
+        return plan
 
     def _plan(self, permission: Hashable, subject: Any, target: Any) -> Plan:
         target_type = None if target is None else type(target)

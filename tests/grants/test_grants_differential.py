@@ -12,6 +12,8 @@ negations (the correlated ``EXISTS`` form). A hypothesis example picks 2-4 of th
 For every (user, document, shape) the answers of
 
 1. ``check`` on loaded objects (Python, effective grants loaded once per user and cached),
+1b. ``check`` as a subject's first check in the session (the grants not cached: one prebuilt
+   ``SELECT EXISTS`` with the subject, token and scope as parameters),
 2. ``check`` on expired objects (the ``SELECT EXISTS`` path when the rule reads a column),
 3. ``Authorizer.check_in_database`` (always SQL),
 4. ``filter(select(DDoc.id))``,
@@ -39,7 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bastion import Authorizer, Policy, subject, target
-from bastion.grants import effective_grants, grant_models, holds
+from bastion.grants import effective_grants, forget_grants, grant_models, holds
 
 EXAMPLES = int(os.environ.get("BASTION_GRANTS_DIFF_EXAMPLES", "20"))
 MIN_CASES = 300
@@ -330,6 +332,13 @@ def _compare(engine: Engine, world: World, shapes: list[str], statements: list[s
                 before = len(statements)
                 python = {d.id for d in docs if authz.check(user, permission, d)}
                 assert len(statements) == before, "the Python check ran a query"
+                first = set()
+                for d in docs:
+                    forget_grants(session)  # each check is the subject's first: one EXISTS
+                    if authz.check(user, permission, d):
+                        first.add(d.id)
+                assert python == first, (shape, user.id, python, first)
+                effective_grants(session, g, user)  # cached again for the next shapes
                 for d in docs:
                     session.expire(d)
                 expired = {d.id for d in docs if authz.check(user, permission, d)}

@@ -561,10 +561,14 @@ def test_transient_subjects_hold_nothing(w: World) -> None:
 # -- the cache rule --------------------------------------------------------------------------------
 
 
-def test_store_changes_are_seen_by_the_next_check_at_once(w: World) -> None:
+@pytest.mark.parametrize("cached", [False, True], ids=["asked", "loaded"])
+def test_store_changes_are_seen_by_the_next_check_at_once(w: World, cached: bool) -> None:
     s, authz, alice = w.session, w.authz, user(w, 1)
     doc = s.get(Document, 1)
-    assert not authz.check(alice, "doc.read", doc)  # loads (and caches) alice's grants
+    if cached:
+        assert effective_grants(s, grants, alice) is not None  # loaded and cached now
+    assert not authz.check(alice, "doc.read", doc)  # asks (EXISTS), or reads the cache
+    assert not authz.check(alice, "doc.read", doc)  # the cache in both cases
     w.store.grant(alice, permission="doc.read", scope=("org", 1))
     assert authz.check(alice, "doc.read", doc)
     w.store.revoke(alice, permission="doc.read", scope=("org", 1))
@@ -582,6 +586,7 @@ def test_other_sessions_see_committed_changes(w: World) -> None:
         other_authz = Authorizer(policy, other)
         other_alice, other_doc = other.get(User, 1), other.get(Document, 1)
         assert not other_authz.check(other_alice, "doc.read", other_doc)
+        assert not other_authz.check(other_alice, "doc.read", other_doc)  # loaded, cached
         w.store.grant(user(w, 1), permission="doc.read")
         w.session.commit()
         # documented: the cache lives until this session's transaction ends
@@ -623,7 +628,8 @@ def test_changes_outside_the_store_need_forget_grants(w: World) -> None:
     """Documented: only the store clears the cache; raw writes call ``forget_grants``."""
     s, authz = w.session, w.authz
     alice, doc = user(w, 1), s.get(Document, 1)
-    assert not authz.check(alice, "doc.read", doc)
+    assert not authz.check(alice, "doc.read", doc)  # the first check asks (nothing cached)
+    assert not authz.check(alice, "doc.read", doc)  # the second loads and caches
     pid = s.scalar(sa.select(grants.Permission.id).where(grants.Permission.token == "doc.read"))
     s.execute(sa.insert(grants.users[User].permissions).values(user_id=1, permission_id=pid))
     assert not authz.check(alice, "doc.read", doc)  # the cached answer
@@ -635,7 +641,9 @@ def test_changes_outside_the_store_need_forget_grants(w: World) -> None:
 # -- statement counts -----------------------------------------------------------------------------
 
 
-def test_first_check_loads_effective_grants_in_one_query(w: World) -> None:
+def test_first_check_asks_one_exists_the_second_loads_the_grants(w: World) -> None:
+    """Documented (bastion.grants.effective): a subject's first check in a session is one
+    prebuilt ``SELECT EXISTS``; the second loads its effective grants in one query; none after."""
     s, store, authz = w.session, w.store, w.authz
     store.create_bundle("readers", ["doc.read", "doc.delete"])
     store.create_group("staff")
@@ -649,6 +657,11 @@ def test_first_check_loads_effective_grants_in_one_query(w: World) -> None:
     with counter.counting() as statements:
         assert authz.check(alice, "doc.read", docs[0])
     assert len(statements) == 1, statements
+    assert statements[0].startswith("SELECT EXISTS"), statements
+    with counter.counting() as statements:
+        assert not authz.check(alice, "doc.read", docs[2])  # org 2
+    assert len(statements) == 1, statements
+    assert "paths" in statements[0]  # the load of every path
     with counter.counting() as statements:
         results = [
             authz.check(alice, permission, doc)
@@ -660,13 +673,59 @@ def test_first_check_loads_effective_grants_in_one_query(w: World) -> None:
     assert sum(results) > 3
 
 
+def test_the_first_check_and_the_cache_agree(w: World) -> None:
+    """Each check as a subject's first (EXISTS) answers as the cached effective grants do."""
+    s, store, authz = w.session, w.store, w.authz
+    store.create_bundle("readers", ["doc.read", "doc.delete"])
+    store.create_group("staff")
+    store.grant("staff", bundle="readers", scope=("org", 1))
+    store.grant(user(w, 1), permission="doc.edit", scope=("org", 2))
+    store.grant(user(w, 1), permission="doc.delete", scope=("Document", 3))
+    store.add_member("staff", user(w, 1))
+    s.commit()
+    alice = user(w, 1)
+    docs = s.scalars(sa.select(Document).order_by(Document.id)).all()
+    cases = [(p, d) for p in ("doc.read", "doc.edit", "doc.delete", "doc.team") for d in docs]
+    first = []
+    for permission, doc in cases:
+        forget_grants(s)
+        first.append(authz.check(alice, permission, doc))
+    effective_grants(s, grants, alice)
+    assert first == [authz.check(alice, p, d) for p, d in cases]
+    assert any(first)
+    assert not all(first)
+
+
+def test_effective_grants_are_compact(w: World) -> None:
+    """Tokens are shared string objects across subjects; no scoped set without scoped grants."""
+    s, store = w.session, w.store
+    store.grant(user(w, 1), permission="doc.read")
+    store.grant(user(w, 2), permission="doc.read")
+    store.grant(user(w, 2), permission="doc.edit", scope=("org", 1))
+    a = effective_grants(s, grants, user(w, 1))
+    b = effective_grants(s, grants, user(w, 2))
+    assert a is not None
+    assert b is not None
+    assert a.tokens == {"doc.read"}
+    assert a.scoped == frozenset()
+    assert next(iter(a.tokens)) is next(iter(b.tokens))
+    assert b.scoped == {("doc.edit", "org", "1")}
+    assert b.holds("doc.edit", ("org", "1"))
+    assert not b.holds("doc.edit")
+    assert b.valid == {("doc.read", "", ""), ("doc.edit", "org", "1")}
+    assert effective_grants(s, grants, user(w, 1)) is a  # cached (by identity key)
+
+
 def test_a_subject_without_grants_is_cached_too(w: World) -> None:
     s = w.session
     bob, docs = user(w, 2), s.scalars(sa.select(Document)).all()
     counter = Counter(w.engine)
     with counter.counting() as statements:
         assert not any(w.authz.check(bob, "doc.read", d) for d in docs)
-    assert len(statements) == 1
+    assert len(statements) == 2  # the first check's EXISTS, then the (empty) load
+    with counter.counting() as statements:
+        assert not any(w.authz.check(bob, "doc.read", d) for d in docs)
+    assert statements == []
 
 
 def test_a_check_on_an_unloaded_target_is_one_query(w: World) -> None:
@@ -681,7 +740,7 @@ def test_a_check_on_an_unloaded_target_is_one_query(w: World) -> None:
         assert authz.check(alice, "doc.read", doc1)
     assert len(statements) == 1, statements  # one SELECT EXISTS; no refresh, no grants load
     assert "EXISTS" in statements[0]
-    authz.check(alice, "doc.read", doc3)  # loads the grants
+    authz.check(alice, "doc.read", doc3)  # asks (the first check of alice in the session)
     s.expire(doc3)
     with counter.counting() as statements:
         assert not authz.check(alice, "doc.read", doc3)
@@ -694,7 +753,7 @@ def test_a_check_on_an_unloaded_target_is_one_query(w: World) -> None:
     s.expire(doc2)
     with counter.counting() as statements:  # object scope: the key is known, no query for it
         assert authz.check(alice, "doc.delete", doc2)
-    assert len(statements) == 1  # the grants load
+    assert len(statements) == 1  # the first check of the subject: one EXISTS
 
 
 # -- who_can and explain read grants the same way ---------------------------------------------
@@ -728,3 +787,18 @@ def test_explain_names_the_tier_of_an_object_grant_on_a_subclass(w: World) -> No
     explanation = w.authz.explain(user(w, 4), "doc.delete", w.session.get(Invoice, 7))
     assert explanation.outcome is True
     assert "direct → permission doc.delete in Document 7" in str(explanation)
+
+
+def test_a_replaced_session_is_the_one_checks_use(w: World) -> None:
+    """``Authorizer.session`` may be replaced: checks without context values (which share one
+    prebuilt context) and with them both go through the new session."""
+    w.store.grant(user(w, 1), permission="doc.read")
+    w.session.commit()
+    with Session(w.engine) as other:
+        w.authz.session = other
+        alice, doc = other.get(User, 1), other.get(Document, 1)
+        assert w.authz.check(alice, "doc.read", doc)
+        assert other.info.get("bastion.effective_grants.asked")
+        assert w.authz.check(alice, "doc.read", doc, unused="value")
+        assert effective_grants(other, grants, alice) is not None
+        assert not w.session.info.get("bastion.effective_grants.asked")

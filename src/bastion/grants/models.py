@@ -98,6 +98,9 @@ class UserLinks:
     permissions: sa.Table  #: user -> permission (direct grants)
     bundles: sa.Table  #: user -> bundle
     groups: sa.Table  #: user -> group (membership)
+    #: statements built once for this user model, the subject bound as a parameter
+    #: (``bastion.grants.effective``: the first-check EXISTS, the effective grants' load)
+    statements: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass

@@ -22,18 +22,13 @@ testing every row::
         OR target.org_id IN (SELECT <scope_id as exactly an integer, else NULL> FROM paths
                              WHERE scope_type = 'org')
 
-Python: a set lookup in the subject's *effective grants*, loaded in one query the first time a
-check needs them and cached in ``session.info``. The cache follows the transaction: a grant or
-revoke written through :class:`~bastion.grants.store.GrantStore` with the same session clears it
-(the next check reloads), and so do ``commit`` and ``rollback``; a new session starts empty and
-sees what other processes committed. Validity windows are evaluated against the database clock:
-in SQL directly, in Python at the instant the effective grants were loaded (returned by the same
-query).
+Python: a set lookup in the subject's *effective grants*, cached per session; the cache, its
+loading and the Python compiler live in :mod:`bastion.grants.effective`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,38 +36,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from bastion.errors import InvalidArgument, RuleNotTranslatable
-from bastion.grants.models import GLOBAL, GrantModels, UserLinks, scope_key
+from bastion.grants.models import GrantModels, UserLinks, scope_key
 from bastion.policy import validate_permission_name
 from bastion.rules.dsl import AttrExpr
-from bastion.rules.explain import Explanation, register_explainer
 from bastion.rules.nodes import Literal, Operand, Rule
 from bastion.rules.to_python import (
-    IO_FORBIDDEN,
     SESSION_KEY,
-    NotLoaded,
-    Predicate,
-    operand_reader,
-    register_python,
-    to_python,
 )
 from bastion.rules.to_sql import SqlEnv, SqlValue, operand_sql, register_sql
 
-__all__ = [
-    "SESSION_KEY",
-    "EffectiveGrants",
-    "HasGrant",
-    "effective_grants",
-    "forget_grants",
-    "holds_rule",
-    "utcnow",
-]
-
-_CACHE_KEY = "bastion.effective_grants"
+__all__ = ["SESSION_KEY", "HasGrant", "holds_rule", "object_scope_type", "utcnow"]
 
 
 class utcnow(FunctionElement[datetime]):  # noqa: N801 - a SQL function name
@@ -150,23 +127,7 @@ class HasGrant(Rule):
 
 
 # ---------------------------------------------------------------------------------------------
-# effective grants (the Python path)
-
-
-@dataclass(frozen=True)
-class EffectiveGrants:
-    """A subject's grants valid at ``now``: ``(token, scope_type, scope_id)`` triples, with the
-    tier each came from (for listing and explanations)."""
-
-    now: datetime | None
-    valid: frozenset[tuple[str, str, str]]
-    sources: tuple[tuple[str, str, str, str], ...]  #: (token, scope_type, scope_id, tier)
-    #: (token, scope_type, scope_id, path) with the group/bundle names, for explanations
-    paths: tuple[tuple[str, str, str, str], ...] = ()
-
-    def holds(self, token: str, scope: tuple[str, str] = GLOBAL) -> bool:
-        """Held globally, or in ``scope``."""
-        return (token, "", "") in self.valid or (token, *scope) in self.valid
+# SQL helpers (the Python path, in bastion.grants.effective, builds its statements from them too)
 
 
 def _valid(edge: Any) -> ColumnElement[bool]:
@@ -177,145 +138,6 @@ def _window(start: Any, end: Any) -> ColumnElement[bool]:
     """The validity window ``[start, end)`` holds now (a NULL bound is no bound)."""
     now = utcnow()
     return sa.and_(sa.or_(start.is_(None), start <= now), sa.or_(end.is_(None), end > now))
-
-
-#: The columns of :func:`effective_query`: the permission, the tier, then both edges.
-_PATH_COLUMNS = (
-    "token",
-    "tier",
-    "a_type",
-    "a_id",
-    "a_from",
-    "a_until",
-    "b_type",
-    "b_id",
-    "b_from",
-    "b_until",
-    "via",
-)
-
-
-def effective_query(models: GrantModels, links: UserLinks, user_id: Any) -> sa.Select[Any]:
-    """One statement listing every path by which ``user_id`` holds a permission, with both edges'
-    scope and validity (the second edge is NULL for one-edge paths) and the database time."""
-    p = models.Permission.__table__
-    up, ub, ug = links.permissions, links.bundles, links.groups
-    bp, gp, gb = models.bundle_permissions, models.group_permissions, models.group_bundles
-    null_text, null_time = sa.null().cast(sa.String), sa.null().cast(sa.DateTime)
-    one_edge = (null_text, null_text, null_time, null_time)
-
-    bundles, groups = models.Bundle.__table__, models.Group.__table__
-
-    def cols(tier: str, a: Any, b: Any, via: Any) -> list[Any]:
-        second = (
-            one_edge
-            if b is None
-            else (b.c.scope_type, b.c.scope_id, b.c.valid_from, b.c.expires_at)
-        )
-        first = (a.c.scope_type, a.c.scope_id, a.c.valid_from, a.c.expires_at)
-        values: tuple[Any, ...] = (p.c.token, sa.literal(tier), *first, *second, via)
-        return [value.label(name) for value, name in zip(values, _PATH_COLUMNS, strict=True)]
-
-    def label(kind: str, table: Any, column: Any) -> Any:
-        # the group's or bundle's label, for explanations ("group editors → bundle publishing")
-        name = sa.select(table.c.label).where(table.c.id == column).scalar_subquery()
-        return sa.literal(f"{kind} ") + name
-
-    branches = [
-        sa.select(*cols("direct", up, None, sa.literal("direct")))
-        .join_from(up, p, p.c.id == up.c.permission_id)
-        .where(up.c.user_id == user_id),
-        sa.select(*cols("bundle", ub, None, label("bundle", bundles, ub.c.bundle_id)))
-        .join_from(ub, bp, bp.c.bundle_id == ub.c.bundle_id)
-        .join(p, p.c.id == bp.c.permission_id)
-        .where(ub.c.user_id == user_id),
-        sa.select(*cols("group", ug, gp, label("group", groups, ug.c.group_id)))
-        .join_from(ug, gp, gp.c.group_id == ug.c.group_id)
-        .join(p, p.c.id == gp.c.permission_id)
-        .where(ug.c.user_id == user_id),
-        sa.select(
-            *cols(
-                "group bundle",
-                ug,
-                gb,
-                label("group", groups, ug.c.group_id)
-                + " → "
-                + label("bundle", bundles, gb.c.bundle_id),
-            )
-        )
-        .join_from(ug, gb, gb.c.group_id == ug.c.group_id)
-        .join(bp, bp.c.bundle_id == gb.c.bundle_id)
-        .join(p, p.c.id == bp.c.permission_id)
-        .where(ug.c.user_id == user_id),
-    ]
-    paths = sa.union_all(*branches).subquery("paths")
-    return sa.select(paths, utcnow().label("now"))
-
-
-def _combine(a: tuple[str, str], b: tuple[str | None, str | None]) -> tuple[str, str] | None:
-    if b[0] is None or b == GLOBAL:
-        return a
-    if a in (GLOBAL, b):
-        return b  # type: ignore[return-value]
-    return None  # scoped differently on the two edges: grants nothing
-
-
-def _in_window(now: datetime | None, start: Any, end: Any) -> bool:
-    if now is None:
-        return start is None and end is None
-    return (start is None or start <= now) and (end is None or end > now)
-
-
-def load_effective(session: Session, models: GrantModels, subject: Any) -> EffectiveGrants | None:
-    """Query ``subject``'s effective grants (one statement); None for a subject with no links."""
-    links = models.links_for(type(subject))
-    if links is None:
-        return None
-    user_id = _subject_id(subject, links)
-    if user_id is None:
-        return None
-    rows = session.execute(effective_query(models, links, user_id)).all()
-    now = rows[0].now if rows else None
-    if isinstance(now, str):  # pragma: no cover - drivers that do not parse the function type
-        now = datetime.fromisoformat(now)
-    valid: set[tuple[str, str, str]] = set()
-    sources: list[tuple[str, str, str, str]] = []
-    paths: list[tuple[str, str, str, str]] = []
-    for row in rows:
-        scope = _combine((row[2], row[3]), (row[6], row[7]))
-        windows = _in_window(now, row[4], row[5]) and (
-            row[6] is None or _in_window(now, row[8], row[9])
-        )
-        if scope is not None and windows:
-            valid.add((row[0], *scope))
-            sources.append((row[0], *scope, row[1]))
-            paths.append((row[0], *scope, row.via))
-    return EffectiveGrants(now, frozenset(valid), tuple(sources), tuple(paths))
-
-
-def effective_grants(session: Session, models: GrantModels, subject: Any) -> EffectiveGrants | None:
-    """The cached effective grants of ``subject`` in ``session`` (loaded on first use)."""
-    cache: dict[Any, EffectiveGrants | None] = session.info.setdefault(_CACHE_KEY, {})
-    key = (id(models), _identity(subject))
-    try:
-        return cache[key]
-    except KeyError:
-        pass
-    if IO_FORBIDDEN.get():  # an async caller's fast path: it will retry through run_sync
-        raise NotLoaded("effective grants")
-    found = load_effective(session, models, subject)
-    cache[key] = found
-    return found
-
-
-def forget_grants(session: Session) -> None:
-    """Drop the cached effective grants of every subject in ``session``."""
-    session.info.pop(_CACHE_KEY, None)
-
-
-def _identity(subject: Any) -> Any:
-    state = sa_inspect(subject, raiseerr=False)
-    return id(subject) if state is None or state.key is None else state.key
 
 
 def _subject_id(subject: Any, links: UserLinks) -> Any:
@@ -331,10 +153,6 @@ def _subject_id(subject: Any, links: UserLinks) -> Any:
     return state.attrs[mapper.get_property_by_column(links.pk).key].value
 
 
-for _event in ("after_commit", "after_rollback", "after_soft_rollback"):
-    sa.event.listen(Session, _event, lambda session, *args: forget_grants(session))
-
-
 # ---------------------------------------------------------------------------------------------
 # compilers
 
@@ -346,39 +164,6 @@ def object_scope_type(mapper: Any) -> str:
     (separate tables, separate primary keys)."""
     cls = mapper.class_ if mapper.concrete else mapper.base_mapper.class_
     return str(cls.__name__)
-
-
-@register_python(HasGrant)
-def _has_grant_python(node: HasGrant) -> Predicate:
-    models, token = node.models, node.permission
-    read = operand_reader(node.scope) if node.scope is not None else None
-
-    def pred(s: Any, t: Any, c: Mapping[str, Any], i: Any) -> bool:
-        try:
-            session = c[SESSION_KEY]
-        except KeyError:
-            raise InvalidArgument(
-                "rules with stored grants are evaluated by an Authorizer (they need its session)"
-            ) from None
-        # The scope is read first (fix): a target that is not loaded raises NotLoaded before the
-        # grants are loaded, so the check is the one SELECT EXISTS instead of two queries.
-        scope: tuple[str, str] | None = None
-        if node.object_scope:
-            state = sa_inspect(t) if t is not None else None
-            if state is not None and state.key is not None and len(state.key[1]) == 1:
-                scope = (object_scope_type(state.mapper), scope_key(state.key[1][0]))
-        elif read is not None:
-            value = read(s, t, c, i)
-            if value is not None:
-                scope = (node.scope_type, scope_key(value))
-        grants = effective_grants(session, models, s)
-        if grants is None:
-            return False
-        if (token, "", "") in grants.valid:
-            return True
-        return scope is not None and (token, *scope) in grants.valid
-
-    return pred
 
 
 def _user(edge: Any, user_id: Any) -> ColumnElement[bool]:
@@ -741,43 +526,3 @@ def holds_rule(
         raise InvalidArgument(f"a scope type is a non-empty string, got {scope_type!r}")
     operand = value.node if isinstance(value, AttrExpr) else Literal(value)
     return HasGrant(models, token, scope_type, operand)
-
-
-# ---------------------------------------------------------------------------------------------
-# explanations
-
-
-def _wanted_scope(node: HasGrant, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Any:
-    if node.object_scope:
-        state = sa_inspect(t, raiseerr=False) if t is not None else None
-        if state is None or state.key is None or len(state.key[1]) != 1:
-            return None
-        return (object_scope_type(state.mapper), scope_key(state.key[1][0]))  # fix: as check
-    if node.scope is None:
-        return None
-    value = operand_reader(node.scope)(s, t, c, i)
-    return None if value is None else (node.scope_type, scope_key(value))
-
-
-@register_explainer(HasGrant)
-def _explain_grant(node: HasGrant, s: Any, t: Any, c: Mapping[str, Any], i: Any) -> Explanation:
-    outcome = to_python(node)(s, t, c, i)
-    session = c.get(SESSION_KEY)
-    grants = effective_grants(session, node.models, s) if session is not None else None
-    wanted = _wanted_scope(node, s, t, c, i)
-    where = "" if wanted is None else f" in {wanted[0]} {wanted[1]}"
-    if outcome and grants is not None:
-        paths = [
-            (via, st)
-            for token, st, sid, via in grants.paths
-            if token == node.permission and ((st, sid) == GLOBAL or (st, sid) == wanted)
-        ]
-        via, scope_type = paths[0] if paths else ("?", "")
-        scope = " (global grant)" if scope_type == "" else where
-        reason = f"{via} → permission {node.permission}{scope}"
-    else:
-        held = 0 if grants is None else len(grants.valid)
-        reason = f"no grant of {node.permission} globally{' or' + where if where else ''} " + (
-            f"among the subject's {held} effective grants"
-        )
-    return Explanation(str(node), outcome, reason, kind="HasGrant")

@@ -40,8 +40,9 @@ from bastion.errors import (
     InvalidName,
     PermissionNotFound,
 )
+from bastion.grants.effective import forget_grants, grant_paths
 from bastion.grants.models import GLOBAL, GrantModels, UserLinks, scope_key
-from bastion.grants.rules import effective_grants, forget_grants, object_scope_type, utcnow
+from bastion.grants.rules import object_scope_type, utcnow
 from bastion.policy import validate_permission_name
 
 __all__ = ["RETRIES", "GrantConflict", "GrantStore", "Scope"]
@@ -291,10 +292,8 @@ class GrantStore:
     def effective_permissions(self, user: Any) -> list[tuple[str, tuple[str, str], str]]:
         """``(token, (scope_type, scope_id), tier)`` for every grant of ``user`` valid now;
         ``tier`` is ``direct``, ``bundle``, ``group`` or ``group bundle``."""
-        grants = effective_grants(self.session, self.models, user)
-        if grants is None:
-            return []
-        return sorted({(t, (st, sid), tier) for t, st, sid, tier in grants.sources})
+        paths = grant_paths(self.session, self.models, user)
+        return sorted({(t, (st, sid), tier) for t, st, sid, tier, _ in paths})
 
     def audit_log(self, limit: int = 100) -> list[Any]:
         """The latest audit rows, newest first."""

@@ -50,6 +50,7 @@ __all__ = [
     "LAZY_LOADS_ALLOWED",
     "PYTHON_COMPILERS",
     "SESSION_KEY",
+    "UNMAPPED_TYPES",
     "NotLoaded",
     "Predicate",
     "register_python",
@@ -108,6 +109,9 @@ def to_python(rule: Rule) -> Predicate:
 #: Classes seen not to be mapped by SQLAlchemy: their attributes are read with plain getattr
 #: (e.g. a subject class with ``__slots__``, which has no ``__dict__`` to look in).
 _UNMAPPED: set[type] = set()
+#: The same set, for compilers in other modules that inline :func:`read_attribute` on a hot path
+#: (``type(obj) in UNMAPPED_TYPES`` first, then ``obj.__dict__``, then ``read_attribute``).
+UNMAPPED_TYPES = _UNMAPPED
 
 
 def read_attribute(obj: Any, key: str) -> Any:
