@@ -876,6 +876,36 @@ def test_check_only_permission_checks_in_python_and_refuses_to_filter(db: Sessio
     assert len(db.scalars(authz.filter(editor, "article.edit", Article)).all()) == 6
 
 
+def test_context_reaches_overrides_unchanged_through_the_authorizer(db: Session) -> None:
+    """Everything extra passed to ``Authorizer.check`` reaches ``Role.check`` and
+    ``Permission.check`` as it was given: nothing of bastion's own (its session) is added."""
+    seen: list[tuple[Any, ...]] = []
+
+    class Strict(Permission):
+        def check(self, identity: Any, target: Any = None, *, ip: str | None = None) -> bool:
+            seen.append(("permission", identity.id, target, ip))
+            return ip == "10.0.0.1"
+
+    class Auditor(Role):
+        def check(self, identity: Any, permission: Any, *args: Any, **kwargs: Any) -> bool:
+            seen.append(("role", permission, args, kwargs))
+            return super().check(identity, permission, *args, **kwargs)
+
+    roles = RolePolicy([Auditor("user", [Strict("article.comment")])], name="strict")
+    policy = Policy()
+    roles.register(policy, subject=User, target=Article, role=subject.role, check_only=True)
+    authz = Authorizer(policy, db)
+    user, article = db.get(User, 2), db.get(Article, 1)
+    assert authz.check(user, "article.comment", article, ip="10.0.0.1")
+    assert not authz.check(user, "article.comment", article, ip="10.9.9.9")
+    assert seen == [
+        ("role", "article.comment", (article,), {"ip": "10.0.0.1"}),
+        ("permission", 2, article, "10.0.0.1"),
+        ("role", "article.comment", (article,), {"ip": "10.9.9.9"}),
+        ("permission", 2, article, "10.9.9.9"),
+    ]
+
+
 def test_an_admin_role_subclass_makes_every_permission_check_only(db: Session) -> None:
     roles = RolePolicy([Admin("admin", []), Role("user", [read, comment])], name="admin")
     policy = Policy()

@@ -22,6 +22,7 @@ from sqlalchemy.orm import (
 
 from bastion import (
     Authorizer,
+    InvalidArgument,
     Policy,
     UnauthorizedLoad,
     authorize_queries,
@@ -264,5 +265,5 @@ def test_bastions_own_queries_are_not_reported(data: Engine, enforced: type[Sess
 
 
 def test_unrestricted_needs_a_reason() -> None:
-    with pytest.raises(ValueError, match="reason"), unrestricted(reason=" "):
+    with pytest.raises(InvalidArgument, match="reason"), unrestricted(reason=" "):
         pass

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
@@ -94,7 +94,12 @@ class FilterExplanation:
         return "\n".join(lines)
 
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 _T = TypeVar("_T")
+#: any ``Select``, whatever its columns: ``filter`` returns the same type it was given
+_SelectT = TypeVar("_SelectT", bound="Select[Unpack[tuple[Any, ...]]]")
 #: compiled filter clauses kept per plan (oldest dropped first)
 _CACHE_SIZE = 512
 #: the one bound parameter of a page statement: the keys of the objects it decides
@@ -575,12 +580,12 @@ class Authorizer:
         self,
         subject: Any,
         permission: Hashable,
-        query: Select[Any],
+        query: _SelectT,
         /,
         *,
         entity: Any = None,
         **context: Any,
-    ) -> Select[Any]: ...
+    ) -> _SelectT: ...
 
     def filter(
         self,

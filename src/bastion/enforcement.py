@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import ORMExecuteState
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, InvalidArgument
 
 __all__ = [
     "INTERNAL",
@@ -77,7 +77,7 @@ _UNRESTRICTED: ContextVar[str | None] = ContextVar("bastion_unrestricted", defau
 def enforcement(mode: str = "raise") -> Iterator[EnforcementScope]:
     """Open an enforcement scope (``mode``: ``"raise"`` or ``"warn"``)."""
     if mode not in ("raise", "warn"):
-        raise ValueError(f"mode is 'raise' or 'warn', not {mode!r}")
+        raise InvalidArgument(f"mode is 'raise' or 'warn', not {mode!r}")
     scope = EnforcementScope(mode)
     token = _SCOPE.set(scope)
     try:
@@ -90,7 +90,7 @@ def enforcement(mode: str = "raise") -> Iterator[EnforcementScope]:
 def unrestricted(reason: str) -> Iterator[None]:
     """Load protected models without authorization, on purpose; ``reason`` is logged."""
     if not isinstance(reason, str) or not reason.strip():
-        raise ValueError("unrestricted() needs a reason")
+        raise InvalidArgument("unrestricted() needs a reason")
     logger.warning("bastion: unrestricted data access: %s (at %s)", reason, _call_site())
     token = _UNRESTRICTED.set(reason)
     try:

@@ -16,9 +16,15 @@ caused by the arguments of a call derive from ``InvalidArgument``; a denial rais
     │   ├── UnmappedClass                a target class that SQLAlchemy does not map
     │   ├── UnknownAttribute             a rule names an attribute the class does not have
     │   └── RuleNotTranslatable          a rule that cannot be compiled both to Python and to SQL
-    ├── InvalidArgument                  wrong type of argument to a call (also a TypeError)
+    ├── InvalidArgument                  a wrong argument to a call or a builder (a TypeError)
     │   └── MissingContext               a rule reads ``ctx.name``; the call did not pass ``name=``
-    └── NotAuthorized                    ``authorize`` denied: carries subject, permission, target
+    ├── NotAuthorized                    ``authorize`` denied: carries subject, permission, target
+    │
+    │   defined beside the code that raises them (each a BastionError):
+    ├── UnauthorizedLoad                 bastion.enforcement: a protected model loaded unchecked
+    ├── GrantConflict                    bastion.grants: a change lost to a concurrent transaction
+    ├── ConfigurationError               bastion.integrations.flask: the extension is misconfigured
+    └── NotBound                         bastion.compat.keg_bouncer: entities used before binding
 
 Errors carry their context as attributes (``permission``, ``rule``, ``reason`` ...) so that logs and
 callers can inspect them without parsing messages.

@@ -71,6 +71,7 @@ from bastion.rules.nodes import (
 )
 from bastion.rules.to_python import (
     LAZY_LOADS_ALLOWED,
+    SESSION_KEY,
     UNMAPPED_TYPES,
     Predicate,
     operand_reader,
@@ -414,7 +415,9 @@ def _role_grant_python(node: RoleGrant) -> Predicate:
             return pred(s, t, c, i)
         if role is not None:
             args = () if t is None else (t,)
-            return bool(role.check(s, permission, *args, **c))
+            # the caller's context, unchanged: not the Authorizer's internal session entry
+            extra = {k: v for k, v in c.items() if k != SESSION_KEY}
+            return bool(role.check(s, permission, *args, **extra))
         return False
 
     if not node.many:

@@ -288,7 +288,7 @@ class EnforcementMiddleware:
 
     def __init__(self, app: Any, mode: str = "raise") -> None:
         if mode not in ("raise", "warn"):
-            raise ValueError(f"mode is 'raise' or 'warn', not {mode!r}")
+            raise InvalidArgument(f"mode is 'raise' or 'warn', not {mode!r}")
         self.app = app
         self.mode = mode
 

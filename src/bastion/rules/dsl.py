@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bastion.errors import RuleNotTranslatable
+from bastion.errors import InvalidArgument, RuleNotTranslatable
 from bastion.rules.nodes import (
     ALLOW,
     DENY,
@@ -67,7 +67,9 @@ class Root:
             return Same(self._scope)
         if isinstance(other, Root) and other._scope != "subject" and self is subject:
             return Same(other._scope)
-        raise TypeError(f"{self._scope} can only be compared with subject (is the same object)")
+        raise InvalidArgument(
+            f"{self._scope} can only be compared with subject (is the same object)"
+        )
 
     def __hash__(self) -> int:
         return hash(self._scope)
@@ -108,11 +110,11 @@ def _operand(value: object) -> Operand:
     if isinstance(value, AttrExpr):
         return value.node
     if isinstance(value, Root):
-        raise TypeError(
+        raise InvalidArgument(
             f"compare {value!r} itself only with ==; to compare an attribute write {value!r}.<name>"
         )
     if isinstance(value, Rule):
-        raise TypeError(f"a rule cannot be used as a value: {value}")
+        raise InvalidArgument(f"a rule cannot be used as a value: {value}")
     if isinstance(value, (list, set, frozenset)):
         return Literal(_as_tuple(value))
     return Literal(value)
@@ -163,7 +165,7 @@ class AttrExpr:
         if isinstance(values, (str, bytes)) or not (
             isinstance(values, (AttrExpr, Iterable)) and not isinstance(values, Rule)
         ):
-            raise TypeError(f"in_() takes a collection, got {values!r}")
+            raise InvalidArgument(f"in_() takes a collection, got {values!r}")
         if isinstance(values, AttrExpr):
             return In(self.node, values.node)
         return In(self.node, Literal(_as_tuple(values)))
@@ -175,19 +177,19 @@ class AttrExpr:
     def is_(self, value: None) -> Rule:
         """``IS NULL``; only ``None`` is accepted."""
         if value is not None:
-            raise TypeError("is_() only accepts None; use == for values")
+            raise InvalidArgument("is_() only accepts None; use == for values")
         return IsNull(self.node)
 
     def is_not(self, value: None) -> Rule:
         """``IS NOT NULL``; only ``None`` is accepted."""
         if value is not None:
-            raise TypeError("is_not() only accepts None; use != for values")
+            raise InvalidArgument("is_not() only accepts None; use != for values")
         return IsNull(self.node, negated=True)
 
     # relationships -----------------------------------------------------------------------
     def _relationship(self) -> Attr:
         if not isinstance(self.node, Attr):
-            raise TypeError(f"{self.node} is not a relationship")
+            raise InvalidArgument(f"{self.node} is not a relationship")
         return self.node
 
     def any(self, *criteria: object, **values: object) -> Rule:
@@ -224,7 +226,7 @@ class AttrExpr:
         return Not(self.as_rule())
 
     def __bool__(self) -> bool:
-        raise TypeError(
+        raise InvalidArgument(
             "a bastion expression has no truth value: combine rules with &, | and ~, "
             "not and/or/not; compare with ==, not 'is'"
         )
@@ -273,10 +275,12 @@ def ancestors(parent: object, rule: object) -> Rule:
     """
     if isinstance(parent, AttrExpr) and isinstance(parent.node, Attr):
         if parent.node.scope != "target":
-            raise TypeError("ancestors() walks up from the target: write target.<parent>")
+            raise InvalidArgument("ancestors() walks up from the target: write target.<parent>")
         name = parent.node.name
     elif isinstance(parent, str):
         name = parent
     else:
-        raise TypeError(f"ancestors() takes target.<relationship> or its name, got {parent!r}")
+        raise InvalidArgument(
+            f"ancestors() takes target.<relationship> or its name, got {parent!r}"
+        )
     return Ancestors(name, as_rule(rule))

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 from typing import Literal as TypingLiteral
 
+from bastion.errors import InvalidArgument
+
 __all__ = [
     "ALLOW",
     "COMPARISON_OPERATORS",
@@ -98,7 +100,7 @@ class Rule:
         return Not(self)
 
     def __bool__(self) -> bool:
-        raise TypeError(
+        raise InvalidArgument(
             "a bastion rule has no truth value: combine rules with &, | and ~, not and/or/not"
         )
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.exc import UnmappedInstanceError
 
-from bastion.errors import MissingContext, RuleNotTranslatable
+from bastion.errors import DuplicateName, MissingContext, RuleNotTranslatable
 from bastion.rules.nodes import (
     Ancestors,
     And,
@@ -86,7 +86,7 @@ def register_python(
 
     def decorate(fn: Callable[[Any], Predicate]) -> Callable[[Any], Predicate]:
         if node_type in PYTHON_COMPILERS and not replace:
-            raise ValueError(f"a Python compiler for {node_type.__name__} is already registered")
+            raise DuplicateName("Python compiler for", node_type.__name__, "is already registered")
         PYTHON_COMPILERS[node_type] = fn
         return fn
 

@@ -57,7 +57,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList, ColumnElement, Grouping
 from sqlalchemy.sql.selectable import CTE
 
-from bastion.errors import InvalidArgument, MissingContext, RuleNotTranslatable
+from bastion.errors import DuplicateName, InvalidArgument, MissingContext, RuleNotTranslatable
 from bastion.rules.constructs import RowsIn, key_in, rows_in
 from bastion.rules.nodes import (
     Ancestors,
@@ -185,7 +185,7 @@ def register_sql(
 
     def decorate(fn: Callable[[Any, SqlEnv], SqlValue]) -> Callable[[Any, SqlEnv], SqlValue]:
         if node_type in SQL_COMPILERS and not replace:
-            raise ValueError(f"a SQL compiler for {node_type.__name__} is already registered")
+            raise DuplicateName("SQL compiler for", node_type.__name__, "is already registered")
         SQL_COMPILERS[node_type] = fn
         return fn
 
