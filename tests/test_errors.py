@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import importlib
 import pickle
 import re
 from collections.abc import Callable
@@ -53,6 +54,22 @@ def test_the_docstring_draws_a_tree() -> None:
     rows = _drawn_tree()
     assert rows[0] == ("BastionError", None, "")
     assert len(rows) == len(errors.__all__)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "bastion.enforcement.UnauthorizedLoad",
+        "bastion.grants.store.GrantConflict",
+        "bastion.integrations.flask.ConfigurationError",
+        "bastion.compat.keg_bouncer.model.entities.NotBound",
+    ],
+)
+def test_errors_defined_elsewhere_are_in_the_tree_and_named(path: str) -> None:
+    module, name = path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    assert cls.__bases__[0] is errors.BastionError
+    assert f"``{name}``" in (errors.__doc__ or "") or f".{name}``" in (errors.__doc__ or "")
 
 
 def test_the_drawn_tree_names_every_error_once() -> None:

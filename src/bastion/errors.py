@@ -18,13 +18,14 @@ caused by the arguments of a call derive from ``InvalidArgument``; a denial rais
     │   └── RuleNotTranslatable          a rule that cannot be compiled both to Python and to SQL
     ├── InvalidArgument                  a wrong argument to a call or a builder (a TypeError)
     │   └── MissingContext               a rule reads ``ctx.name``; the call did not pass ``name=``
-    ├── NotAuthorized                    ``authorize`` denied: carries subject, permission, target
-    │
-    │   defined beside the code that raises them (each a BastionError):
-    ├── UnauthorizedLoad                 bastion.enforcement: a protected model loaded unchecked
-    ├── GrantConflict                    bastion.grants: a change lost to a concurrent transaction
-    ├── ConfigurationError               bastion.integrations.flask: the extension is misconfigured
-    └── NotBound                         bastion.compat.keg_bouncer: entities used before binding
+    └── NotAuthorized                    ``authorize`` denied: carries subject, permission, target
+
+Four more, each a direct subclass of ``BastionError``, live beside the code that raises them:
+``bastion.UnauthorizedLoad`` (enforcement coverage: a protected model loaded without a check),
+``bastion.grants.GrantConflict`` (a grant change lost to a concurrent transaction),
+``bastion.integrations.flask.ConfigurationError`` (the Flask extension is misconfigured; also a
+RuntimeError) and ``bastion.compat.keg_bouncer.model.entities.NotBound`` (KegBouncer's entities
+used before they are bound to a base; also an ImportError).
 
 Errors carry their context as attributes (``permission``, ``rule``, ``reason`` ...) so that logs and
 callers can inspect them without parsing messages.
