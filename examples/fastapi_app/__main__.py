@@ -16,6 +16,7 @@ TOUR = [
     ("bob", "GET", "/documents", None),
     ("dan", "GET", "/documents", None),
     ("dan", "GET", "/documents/1", None),
+    ("dan", "GET", "/documents/3", None),
     ("ada", "GET", "/documents/1", None),
     ("ada", "GET", "/documents/99", None),
     ("ada", "PATCH", "/documents/3", {"title": "mine now"}),
@@ -23,6 +24,10 @@ TOUR = [
     ("ada", "GET", "/documents/1/who-can?permission=doc.edit", None),
     ("bob", "GET", "/reports/documents-per-organisation", None),
     ("eve", "GET", "/reports/documents-per-organisation", None),
+    ("ada", "GET", "/reports/documents-per-organisation", None),
+    ("bob", "DELETE", "/documents/1", None),
+    ("eve", "GET", "/audit", None),
+    ("dan", "GET", "/audit", None),
 ]
 
 
@@ -34,8 +39,9 @@ async def tour() -> None:
         for who, method, path, body in TOUR:
             headers = {"X-API-Key": f"{who}-key"} if who else {}
             response = await client.request(method, path, headers=headers, json=body)
-            print(f"{who or 'nobody':<6} {method:<5} {path:<45} {response.status_code}")
-            print(f"       {json.dumps(response.json())}")
+            print(f"{who or 'nobody':<6} {method:<6} {path:<45} {response.status_code}")
+            if response.content:
+                print(f"       {json.dumps(response.json())[:300]}")
     await app.state.engine.dispose()
 
 

@@ -4,13 +4,20 @@
 ``GET /documents``                         the documents the caller may read (filtered in SQL),
                                            each with the caller's actions on it (one query)
 ``GET /documents/{doc_id}``                one document: 401 / 404 / 403 / 200
-``PATCH /documents/{doc_id}``              rename it: needs ``doc.edit``
+``PATCH /documents/{doc_id}``              edit it: needs ``doc.edit``
+``DELETE /documents/{doc_id}``             delete it: needs ``doc.delete`` (204)
 ``GET /documents/{doc_id}/who-can``        who may read or edit it (``who_can``, in SQL)
 ``GET /reports/documents-per-organisation``  an object-less permission: ``reports.view``
+``GET /audit``                             the stored grants' audit log: ``grants.audit``
+``GET /stats/documents``                   a deliberate mistake: counts documents without any
+                                           check; with ``enforce="raise"`` the request fails
+                                           with ``UnauthorizedLoad``
 =========================================  =================================================
 
-The caller is the user whose API key is in the ``X-API-Key`` header (a security scheme in the
-OpenAPI schema, so Swagger UI's *Authorize* button works). No key: 401.
+The models, the policy and the data are ``examples/shared``, as in the Flask example, so both
+apps answer alike. The caller is the user whose API key is in the ``X-API-Key`` header (a
+security scheme in the OpenAPI schema, so Swagger UI's *Authorize* button works). No key, or an
+unknown one: 401.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
@@ -34,15 +42,25 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from bastion import install_enforcement
-from bastion.asyncio import AsyncAuthorizer
+from bastion.asyncio import AsyncAuthorizer, AsyncGrantStore
 from bastion.integrations.fastapi import Bastion
 
-from .models import Base, Document, Organisation, User, policy, seed
+from ..shared import (
+    DEFAULT_SQLITE_FILE,
+    Base,
+    Document,
+    User,
+    grants,
+    is_empty,
+    org_document_counts,
+    policy,
+    seed,
+)
 
 __all__ = ["bastion", "create_app", "database_url", "router", "setup_database"]
 
 #: where the data lives unless ``DATABASE_URL`` says otherwise
-DEFAULT_URL = "sqlite+aiosqlite:///fastapi_example.sqlite"
+DEFAULT_URL = f"sqlite+aiosqlite:///{DEFAULT_SQLITE_FILE}"
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
@@ -83,13 +101,19 @@ UserDep = Annotated[User, Depends(current_user)]
 AuthzDep = Annotated[AsyncAuthorizer, Depends(bastion.get_authorizer)]
 Readable = Annotated[Document, Depends(bastion.require("doc.read", Document, id_param="doc_id"))]
 Editable = Annotated[Document, Depends(bastion.require("doc.edit", Document, id_param="doc_id"))]
+Deletable = Annotated[Document, Depends(bastion.require("doc.delete", Document, id_param="doc_id"))]
 ReadableList = Annotated[sa.Select[Document], Depends(bastion.authorized(Document, "doc.read"))]
 Staff = Annotated[User, Depends(bastion.require("reports.view"))]
+Auditor = Annotated[User, Depends(bastion.require("grants.audit"))]
+
+#: the actions a list row reports (the Flask example's Edit and Delete buttons)
+ROW_ACTIONS = ["doc.read", "doc.edit", "doc.delete"]
 
 
 class DocumentOut(BaseModel):
     id: int
     title: str
+    body: str
     owner_id: int
     org_id: int | None
     is_public: bool
@@ -101,11 +125,24 @@ class DocumentListItem(DocumentOut):
 
 class DocumentPatch(BaseModel):
     title: str
+    body: str | None = None  #: unchanged if left out
 
 
 class UserOut(BaseModel):
     id: int
     name: str
+
+
+class AuditEntry(BaseModel):
+    """A row of the grants' audit log (what the Flask example's audit page shows)."""
+
+    at: datetime
+    actor: str | None
+    action: str
+    subject: str
+    object: str
+    scope: str
+    reason: str | None
 
 
 def _out(doc: Document) -> DocumentOut:
@@ -126,7 +163,7 @@ async def list_documents(
 ) -> list[DocumentListItem]:
     """The documents the caller may read, with what the caller may do on each."""
     page = (await session.scalars(readable.order_by(Document.id).limit(limit).offset(offset))).all()
-    actions = await authz.allowed_actions(user, list(page), ["doc.read", "doc.edit"])
+    actions = await authz.allowed_actions(user, list(page), ROW_ACTIONS)
     return [
         DocumentListItem(**_out(doc).model_dump(), actions=sorted(actions[doc.id])) for doc in page
     ]
@@ -140,8 +177,17 @@ async def show_document(doc: Readable) -> DocumentOut:
 @router.patch("/documents/{doc_id}")
 async def edit_document(doc: Editable, patch: DocumentPatch, session: SessionDep) -> DocumentOut:
     doc.title = patch.title
+    if patch.body is not None:
+        doc.body = patch.body
     await session.commit()
     return _out(doc)
+
+
+@router.delete("/documents/{doc_id}", status_code=204)
+async def delete_document(doc: Deletable, session: SessionDep) -> Response:
+    await session.delete(doc)
+    await session.commit()
+    return Response(status_code=204)
 
 
 @router.get("/documents/{doc_id}/who-can")
@@ -158,14 +204,16 @@ async def who_can(
 
 @router.get("/reports/documents-per-organisation")
 async def documents_per_organisation(staff: Staff, session: SessionDep) -> dict[str, int]:
-    """An object-less permission: staff only."""
-    stmt = (
-        sa.select(Organisation.name, sa.func.count(Document.id))
-        .outerjoin(Document, Document.org_id == Organisation.id)
-        .group_by(Organisation.name)
-        .order_by(Organisation.name)
-    )
-    return {str(row[0]): int(row[1]) for row in await session.execute(stmt)}
+    """An object-less permission: staff, or a stored grant."""
+    rows = await session.execute(org_document_counts())
+    return {str(name): int(count) for name, count in rows}
+
+
+@router.get("/audit")
+async def audit_log(auditor: Auditor, session: SessionDep) -> list[AuditEntry]:
+    """The stored grants' audit log, newest first: ``grants.audit`` (held through a group)."""
+    entries = await AsyncGrantStore(session, grants).audit_log(limit=50)
+    return [AuditEntry.model_validate(entry, from_attributes=True) for entry in entries]
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -176,8 +224,8 @@ async def setup_database(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
     async with AsyncSession(engine) as session:
-        if await session.scalar(sa.select(sa.func.count()).select_from(User)) == 0:
-            await seed(session)
+        if await session.run_sync(is_empty):
+            await session.run_sync(seed)  # the shared, synchronous seed, on this connection
 
 
 class ExampleSession(Session):

@@ -1,10 +1,14 @@
 """bastion's Flask example: organisations, members and documents behind bastion's Flask extension.
 
+The models, the policy and the data are ``examples/shared``, which the FastAPI example uses too;
+this package is the Flask glue: Flask-Login's session for the caller, views and templates.
+
 ``python -m examples.flask_app`` creates and fills the database if it is empty and serves the app
 on http://127.0.0.1:5000 (``flask --app examples.flask_app run`` works too, after ``flask --app
 examples.flask_app init-db``). ``DATABASE_URL`` selects the database: a SQLite file by default,
 or e.g. ``postgresql+psycopg://user@localhost/example``. Log in as ada, bob, eve or dan (no
-password: it is a demo) and compare what each may see and do; ``models.py`` has the table.
+password: it is a demo), or send ``X-API-Key: ada-key`` as the FastAPI example takes it, and
+compare what each may see and do; ``examples/shared`` has the table.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
-from flask import Flask, g, render_template
+from flask import Flask, Request, g, render_template
 from flask_login import LoginManager
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,13 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion import install_enforcement
 from bastion.integrations.flask import Bastion
 
-from .models import Base, User, policy, seed
+from ..shared import DEFAULT_SQLITE_FILE, User, init_db, policy
 from .views import blueprint
 
 __all__ = ["DEFAULT_URL", "create_app", "init_db"]
 
 #: where the data lives unless ``DATABASE_URL`` (or ``create_app(database_url=...)``) says otherwise
-DEFAULT_URL = "sqlite:///flask_example.sqlite"
+DEFAULT_URL = f"sqlite:///{DEFAULT_SQLITE_FILE}"
 
 
 def create_app(
@@ -63,6 +67,14 @@ def create_app(
     def load_user(user_id: str) -> User | None:
         return db_session().get(User, int(user_id))
 
+    @login_manager.request_loader
+    def load_user_from_api_key(request: Request) -> User | None:
+        """No one logged in: the user whose key is in ``X-API-Key`` (the FastAPI app's header)."""
+        key = request.headers.get("X-API-Key")
+        if key is None:
+            return None
+        return db_session().scalar(sa.select(User).where(User.api_key == key))
+
     Bastion(app, policy=policy, session=db_session)
     app.extensions["example"] = {"engine": engine, "session": db_session}
     app.register_blueprint(blueprint)
@@ -85,13 +97,3 @@ def create_app(
         click.echo("created" if init_db(engine) else "the database already has data")
 
     return app
-
-
-def init_db(engine: Engine) -> bool:
-    """Create the tables, and fill them if there are no users yet; True if it filled them."""
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        if session.scalar(sa.select(sa.func.count()).select_from(User)):
-            return False
-        seed(session)
-    return True

@@ -34,7 +34,7 @@ from bastion.integrations.flask import (
     requires_permissions,
 )
 
-from .models import Document, Organisation, User, grants
+from ..shared import Document, User, grants, org_document_counts
 
 __all__ = ["AuditView", "blueprint"]
 
@@ -114,13 +114,8 @@ def delete(document_id: int) -> Any:
 @blueprint.get("/reports")
 @requires_permissions("reports.view")
 def reports() -> Any:
-    rows = db().execute(
-        sa.select(Organisation.name, sa.func.count(Document.id))
-        .join(Document, Document.org_id == Organisation.id, isouter=True)
-        .group_by(Organisation.id, Organisation.name)
-        .order_by(Organisation.name)
-    )
-    return render_template("reports.html", rows=rows.all())
+    rows = db().execute(org_document_counts()).all()
+    return render_template("reports.html", rows=rows)
 
 
 class AuditView(ProtectedView):

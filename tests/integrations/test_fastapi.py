@@ -2,7 +2,8 @@
 
 The example app (``examples/fastapi_app``, async: aiosqlite / asyncpg) is tested as shipped; the
 same models behind ``def`` endpoints on a sync ``Session`` test the thread-pool path. Who may do
-what is the table in ``examples/fastapi_app/models.py``.
+what is the table in ``examples/shared/__init__.py`` (the Flask example's models, policy and data
+too; ``test_examples_agree.py`` checks that both apps answer alike).
 """
 
 # No ``from __future__ import annotations``: the endpoints defined inside functions below have
@@ -30,11 +31,13 @@ if str(ROOT) not in sys.path:  # the examples are not an installed package
     sys.path.insert(0, str(ROOT))
 
 from examples.fastapi_app import create_app, database_url, setup_database  # noqa: E402
-from examples.fastapi_app.models import Document, User, policy  # noqa: E402
+from examples.shared import Document, User, policy  # noqa: E402
 
 USERS = ("ada", "bob", "eve", "dan")
-READ = {"ada": [1, 4], "bob": [1, 2, 4], "eve": [3, 4], "dan": [4]}
+READ = {"ada": [1, 4], "bob": [1, 2, 4], "eve": [3, 4], "dan": [3, 4]}
 EDIT = {"ada": [1], "bob": [1, 2], "eve": [3, 4], "dan": []}
+DELETE = {"ada": [1], "bob": [], "eve": [3, 4], "dan": []}
+REPORTS = {"ada": True, "bob": False, "eve": True, "dan": False}  # a stored grant; staff
 REPORT = {"acme": 1, "globex": 2}
 
 
@@ -72,13 +75,14 @@ async def test_lists_are_filtered_per_subject_with_their_actions(client: httpx.A
         page = response.json()
         assert [d["id"] for d in page] == READ[who], who
         assert [d["id"] for d in page if "doc.edit" in d["actions"]] == EDIT[who], who
+        assert [d["id"] for d in page if "doc.delete" in d["actions"]] == DELETE[who], who
         assert all("doc.read" in d["actions"] for d in page)
     assert await ids(client, "bob", "/documents?limit=2&offset=1") == [2, 4]
 
 
 @pytest.mark.parametrize(
     ("who", "status"),
-    [(None, 401), ("mallory", 401), ("dan", 403), ("bob", 200), ("ada", 200)],
+    [(None, 401), ("mallory", 401), ("dan", 403), ("eve", 403), ("bob", 200), ("ada", 200)],
 )
 async def test_detail_statuses(client: httpx.AsyncClient, who: str | None, status: int) -> None:
     response = await client.get("/documents/1", headers=key(who))
@@ -88,6 +92,7 @@ async def test_detail_statuses(client: httpx.AsyncClient, who: str | None, statu
         assert body == {
             "id": 1,
             "title": "acme roadmap",
+            "body": "",
             "owner_id": 2,
             "org_id": 1,
             "is_public": False,
@@ -120,19 +125,48 @@ async def test_edit(client: httpx.AsyncClient) -> None:
     done = await client.patch("/documents/1", headers=key("ada"), json={"title": "v2"})
     assert done.status_code == 200
     assert done.json()["title"] == "v2"
+    assert done.json()["body"] == ""  # left out: unchanged
+    done = await client.patch("/documents/1", headers=key("ada"), json={"title": "v2", "body": "b"})
+    assert done.json()["body"] == "b"
     assert (await client.get("/documents/1", headers=key("bob"))).json()["title"] == "v2"
     assert (await client.get("/documents/4", headers=key("eve"))).json()["title"] == "press release"
+
+
+async def test_delete(client: httpx.AsyncClient) -> None:
+    assert (await client.delete("/documents/1")).status_code == 401
+    denied = await client.delete("/documents/1", headers=key("bob"))  # owner, but a viewer
+    assert (denied.status_code, denied.json()["permission"]) == (403, "doc.delete")
+    assert (await client.delete("/documents/99", headers=key("ada"))).status_code == 404
+    done = await client.delete("/documents/1", headers=key("ada"))  # admin of acme, by role
+    assert (done.status_code, done.content) == (204, b"")
+    assert (await client.get("/documents/1", headers=key("ada"))).status_code == 404
+    assert await ids(client, "bob") == [2, 4]
 
 
 async def test_object_less_permission(client: httpx.AsyncClient) -> None:
     path = "/reports/documents-per-organisation"
     assert (await client.get(path)).status_code == 401
-    denied = await client.get(path, headers=key("ada"))
-    assert denied.status_code == 403
-    assert denied.json()["permission"] == "reports.view"
-    allowed = await client.get(path, headers=key("eve"))
-    assert allowed.status_code == 200
-    assert allowed.json() == REPORT
+    for who, allowed in REPORTS.items():
+        response = await client.get(path, headers=key(who))
+        if allowed:  # eve by the staff rule, ada by a stored grant
+            assert (response.status_code, response.json()) == (200, REPORT), who
+        else:
+            assert response.status_code == 403, who
+            assert response.json()["permission"] == "reports.view"
+
+
+async def test_audit_log_needs_a_permission_held_through_a_group(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/audit")).status_code == 401
+    for who in ("ada", "bob", "eve"):
+        assert (await client.get("/audit", headers=key(who))).status_code == 403, who
+    response = await client.get("/audit", headers=key("dan"))  # in the group "auditors"
+    assert response.status_code == 200
+    entries = response.json()
+    assert {"actor", "action", "subject", "object", "scope", "reason", "at"} <= set(entries[0])
+    assert "auditors read the audit log" in [e["reason"] for e in entries]
+    assert all(e["actor"] == "seed" for e in entries)
 
 
 async def test_who_can(client: httpx.AsyncClient) -> None:
@@ -143,7 +177,9 @@ async def test_who_can(client: httpx.AsyncClient) -> None:
 
     assert await names("ada", 1, "doc.edit") == [{"id": 1, "name": "ada"}, {"id": 2, "name": "bob"}]
     assert [u["name"] for u in await names("dan", 4, "doc.read")] == list(USERS)
-    assert [u["name"] for u in await names("eve", 3, "doc.read")] == ["eve"]
+    # eve owns it; dan holds a stored grant in its organisation
+    assert [u["name"] for u in await names("eve", 3, "doc.read")] == ["eve", "dan"]
+    assert [u["name"] for u in await names("eve", 3, "doc.edit")] == ["eve"]
     assert await names("dan", 1, "doc.edit") == 403  # may not even read it
     assert await names("ada", 1, "doc.delete") == 422  # not an allowed value
 
@@ -161,6 +197,7 @@ def test_openapi_schema_declares_the_guards_parameters() -> None:
     for path, method in [
         ("/documents/{doc_id}", "get"),
         ("/documents/{doc_id}", "patch"),
+        ("/documents/{doc_id}", "delete"),
         ("/documents/{doc_id}/who-can", "get"),
     ]:
         doc_id = params(path, method)["doc_id"]
@@ -172,6 +209,7 @@ def test_openapi_schema_declares_the_guards_parameters() -> None:
         assert not any(name.startswith("bastion") for name in params(path, method))
     assert set(params("/documents")) == {"limit", "offset"}
     assert params("/reports/documents-per-organisation") == {}
+    assert params("/audit") == {}
     assert params("/documents/{doc_id}/who-can")["permission"]["in"] == "query"
     # the subject dependency's security scheme is on every guarded operation
     scheme = schema["components"]["securitySchemes"]["APIKeyHeader"]
@@ -334,7 +372,7 @@ async def test_sync_session_endpoints(sync_client: httpx.AsyncClient) -> None:
             assert await status("GET", f"/documents/{doc}", who) == (
                 200 if doc in READ[who] else 403
             )
-        assert await status("GET", "/reports", who) == (200 if who == "eve" else 403)
+        assert await status("GET", "/reports", who) == (200 if REPORTS[who] else 403)
     assert await status("GET", "/documents", None) == 401
     assert await status("GET", "/documents/9", "ada") == 404
     assert await status("PATCH", "/documents/3", "bob") == 403
@@ -365,9 +403,9 @@ class Pair(_Other):
 def test_configuration_errors_are_raised_when_the_guard_is_built() -> None:
     guards = Bastion(policy, get_subject=lambda: None, get_session=lambda: None)
     with pytest.raises(PermissionNotFound):
-        guards.require("doc.delete")
+        guards.require("doc.publish")
     with pytest.raises(PermissionNotFound):
-        guards.authorized(Document, "doc.delete")
+        guards.authorized(Document, "doc.publish")
     with pytest.raises(InvalidArgument, match="id_param"):
         guards.require("doc.read", Document)  # type: ignore[call-overload]
     with pytest.raises(InvalidArgument, match="id_param"):

@@ -1,9 +1,11 @@
 """bastion.integrations.flask and bastion.compat.keg_bouncer.auth, end to end through Flask's
 test client, on SQLite and PostgreSQL.
 
-1. The example app (``examples/flask_app``): 401 / 403 / 404, filtered lists, the template
-   helpers showing and hiding buttons with one query per page, the redirect to the login view,
-   the decorator, the class-based view, Flask-Login's own login form, ``login_as``.
+1. The example app (``examples/flask_app``, on the models, policy and data of
+   ``examples/shared`` like the FastAPI example; ``test_examples_agree.py`` compares the two):
+   401 / 403 / 404, filtered lists, the template helpers showing and hiding buttons with one
+   query per page, the redirect to the login view, the decorator, the class-based view,
+   Flask-Login's own login form and its ``X-API-Key`` request loader, ``login_as``.
 2. The extension's other options: a subject loader, handlers, status config, ``NotAuthorized``
    raised in a view, Flask-SQLAlchemy's ``db``, configuration errors.
 3. The KegBouncer facade: a port of KegBouncer 2.2.4's ``keg_bouncer_test_app/tests/
@@ -51,9 +53,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from examples.flask_app import create_app, init_db  # noqa: E402 - needs the repository on the path
-from examples.flask_app.models import Document, User, policy  # noqa: E402
+from examples.shared import Document, User, policy  # noqa: E402
 
-#: who may read which document in the example (models.py's table)
+#: who may read which document in the example (the table of examples/shared/__init__.py)
 READABLE = {"ada": [1, 4], "bob": [1, 2, 4], "eve": [3, 4], "dan": [3, 4]}
 EDITABLE = {"ada": [1], "bob": [1, 2], "eve": [3, 4], "dan": []}
 DELETABLE = {"ada": [1], "bob": [], "eve": [3, 4], "dan": []}
@@ -130,6 +132,16 @@ def test_login_and_logout_through_flask_login(client: Any) -> None:
     assert client.get("/documents/3").status_code == 200
     client.post("/logout")
     assert client.get("/documents/3").status_code == 401
+
+
+def test_an_api_key_header_identifies_the_caller_for_one_request(client: Any) -> None:
+    # the FastAPI example's header, read by a Flask-Login request_loader: nothing is remembered
+    response = client.get("/documents", headers={"X-API-Key": "dan-key"})
+    assert linked_documents(response.text) == READABLE["dan"]
+    assert client.get("/documents").status_code == 401
+    assert client.get("/documents", headers={"X-API-Key": "mallory-key"}).status_code == 401
+    assert client.get("/audit", headers={"X-API-Key": "dan-key"}).status_code == 200
+    assert client.get("/audit", headers={"X-API-Key": "eve-key"}).status_code == 403
 
 
 def test_lists_are_filtered_in_sql(client: Any, users: dict[str, User]) -> None:
