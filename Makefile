@@ -17,7 +17,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
 # Only the directories that exist, so a tree without benchmarks/ still checks.
-LINT_PATHS := $(wildcard src tests benchmarks)
+LINT_PATHS := $(wildcard src tests benchmarks examples)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
