@@ -1,20 +1,28 @@
 """Authorized sessions (``authorize_queries``, ``authorized_sessionmaker``) and enforcement
-coverage (``enforcement``, ``install_enforcement``, ``unrestricted``), on SQLite and PostgreSQL."""
+coverage (``enforcement``, ``install_enforcement``, ``unrestricted``), on SQLite and PostgreSQL.
+
+The second half is their asyncio counterparts, on aiosqlite and asyncpg over the same models and
+data: ``authorize_queries(AsyncSession)``, ``authorized_async_sessionmaker`` with a ``ContextVar``
+subject, concurrent tasks, and enforcement coverage under asyncio."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
+from contextvars import ContextVar
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
     aliased,
+    joinedload,
     mapped_column,
     relationship,
     selectinload,
@@ -26,6 +34,7 @@ from bastion import (
     Policy,
     UnauthorizedLoad,
     authorize_queries,
+    authorized_async_sessionmaker,
     authorized_sessionmaker,
     enforcement,
     install_enforcement,
@@ -34,10 +43,11 @@ from bastion import (
     target,
     unrestricted,
 )
+from bastion.asyncio import AsyncAuthorizer
 
 
-class Base(DeclarativeBase):
-    pass
+class Base(AsyncAttrs, DeclarativeBase):
+    """``AsyncAttrs``: the async tests await lazy loads (``org.awaitable_attrs.documents``)."""
 
 
 class User(Base):
@@ -194,6 +204,84 @@ def test_a_protected_model_without_a_rule_for_the_action_yields_nothing(data: En
         assert s.scalars(sa.select(Document)).all() == []
 
 
+def test_an_alias_only_in_a_join_is_restricted(data: Engine) -> None:
+    policy = make_policy()
+    with Session(data) as s:
+        authorize_queries(s, policy, s.get(User, 1), "read")  # may read 1 (org 1), 3, 4
+        d = aliased(Document)
+        # org 2 is reached only through document 2, which user 1 may not read
+        on_clause = sa.select(Org.id).join(d, d.org_id == Org.id).order_by(Org.id)
+        assert list(s.scalars(on_clause)) == [1]
+        through = sa.select(Org.id).join(Org.documents.of_type(d)).order_by(Org.id)
+        assert list(s.scalars(through)) == [1]
+        named = aliased(Document, name="doc_alias")
+        assert list(s.scalars(sa.select(Org.id).join(named, Org.documents.of_type(named)))) == [1]
+        legacy = s.query(Org.id).join(d, d.org_id == Org.id).order_by(Org.id)
+        assert [r.id for r in legacy] == [1]
+        in_subquery = sa.select(Org.id).where(Org.id.in_(sa.select(d.org_id))).order_by(Org.id)
+        assert list(s.scalars(in_subquery)) == [1]
+        # an outer join keeps its outer rows: the clause goes into the ON, not the WHERE
+        outer = sa.select(Org.id, d.id).outerjoin(d, d.org_id == Org.id).order_by(Org.id)
+        assert [tuple(r) for r in s.execute(outer)] == [(1, 1), (2, None)]
+        eager = sa.select(Org).options(joinedload(Org.documents.of_type(d))).order_by(Org.id)
+        orgs = s.scalars(eager.execution_options(populate_existing=True)).unique().all()
+        assert {o.id: [x.id for x in o.documents] for o in orgs} == {1: [1], 2: []}
+
+
+def test_a_bare_alias_of_a_protected_table_is_refused(data: Engine) -> None:
+    policy = make_policy()
+    with Session(data) as s:
+        authorize_queries(s, policy, s.get(User, 1), "read")
+        d = aliased(Document)
+        # of_type(alias).any() builds an EXISTS over a bare table alias: no ORM entity to
+        # restrict, so it would run unrestricted (org 2 through document 2): refused
+        with pytest.raises(InvalidArgument, match="s_documents"):
+            s.scalars(sa.select(Org.id).where(Org.documents.of_type(d).any())).all()
+        core = Document.__table__.alias()
+        with pytest.raises(InvalidArgument, match="no ORM entity"):
+            s.execute(sa.select(Org.id).join(core, core.c.org_id == Org.id)).all()
+        # the same questions asked without the bare alias are answered, restricted
+        assert list(s.scalars(sa.select(Org.id).where(Org.documents.any()))) == [1]
+        with unrestricted(reason="the escape hatch still lifts it"):
+            assert (
+                len(s.scalars(sa.select(Org.id).where(Org.documents.of_type(d).any())).all()) == 2
+            )
+
+
+def test_a_filter_applied_by_the_caller_keeps_its_meaning(data: Engine) -> None:
+    policy = make_policy()
+    with Session(data) as s:
+        user = s.get(User, 1)
+        authorize_queries(s, policy, user, "read")  # read: 1, 3, 4; edit: 3
+        stmt = Authorizer(policy, s).filter(user, "edit", Document).order_by(Document.id)
+        assert [d.id for d in s.scalars(stmt)] == [3]  # bastion's own aliases are not touched
+
+
+def test_misconfigurations_raise_instead_of_running_unfiltered(data: Engine) -> None:
+    policy = make_policy()
+    with pytest.raises(InvalidArgument, match="takes a Session"):
+        authorize_queries(data, policy, None)  # type: ignore[type-var]
+    with pytest.raises(InvalidArgument, match="authorized_async_sessionmaker"):
+        authorized_sessionmaker(policy, lambda: None, class_=AsyncSession)
+    with pytest.raises(InvalidArgument, match="Session subclass"):
+        authorized_sessionmaker(policy, lambda: None, class_=object)
+
+    async def get_user() -> User:  # an async getter cannot run inside the ORM's events
+        return User(id=1)
+
+    maker = authorized_sessionmaker(policy, get_user, bind=data)
+    with maker() as s, pytest.raises(InvalidArgument, match="plain function"):
+        s.scalars(sa.select(Document)).all()
+
+
+def test_a_subject_the_policy_does_not_know_sees_nothing(data: Engine) -> None:
+    with Session(data) as s:
+        authorize_queries(s, make_policy(), None, "read")  # e.g. nobody logged in
+        assert s.scalars(sa.select(Document)).all() == []
+        authorize_queries(s, make_policy(), s.get(Org, 1), "read")
+        assert s.scalars(sa.select(Document)).all() == []
+
+
 # --------------------------------------------------------------------------- enforcement
 
 
@@ -267,3 +355,266 @@ def test_bastions_own_queries_are_not_reported(data: Engine, enforced: type[Sess
 def test_unrestricted_needs_a_reason() -> None:
     with pytest.raises(InvalidArgument, match="reason"), unrestricted(reason=" "):
         pass
+
+
+def test_an_authorized_session_counts_as_authorization(data: Engine) -> None:
+    class AuthorizedEnforced(Session):
+        pass
+
+    install_enforcement(AuthorizedEnforced, make_policy())
+    with AuthorizedEnforced(data) as s, enforcement() as scope:
+        authorize_queries(s, make_policy(), s.get(User, 2), "read")
+        assert [d.id for d in s.scalars(sa.select(Document).order_by(Document.id))] == [1, 2, 4]
+        assert scope.violations == []
+
+
+# =============================================================================================
+# asyncio: the same behaviours through an AsyncSession (aiosqlite, asyncpg)
+
+#: who may do what on documents 1-4 (the sync tests compute it with Authorizer.check)
+VISIBLE = {(1, "read"): [1, 3, 4], (2, "read"): [1, 2, 4], (3, "read"): [1, 2, 3, 4]}
+VISIBLE |= {(1, "edit"): [3], (2, "edit"): [1, 2, 4], (3, "edit"): []}
+
+
+@pytest.fixture
+def adata(data: Engine, async_engine: AsyncEngine) -> AsyncEngine:
+    """``async_engine`` on the database ``data`` filled (the same ``db_url``)."""
+    return async_engine
+
+
+async def doc_ids(
+    session: AsyncSession, stmt: sa.Select[tuple[Document]] | None = None
+) -> list[int]:
+    stmt = sa.select(Document).order_by(Document.id) if stmt is None else stmt
+    return [d.id for d in await session.scalars(stmt)]
+
+
+async def detached_users(engine: AsyncEngine) -> dict[int, User]:
+    async with AsyncSession(engine, expire_on_commit=False) as s:
+        users = {u.id: u for u in await s.scalars(sa.select(User))}
+        s.expunge_all()
+    return users
+
+
+def test_the_visible_table_is_what_check_says(data: Engine) -> None:
+    for (user_id, action), ids in VISIBLE.items():
+        assert expected(make_policy(), data, user_id, action) == ids
+
+
+@pytest.mark.parametrize(
+    ("user_id", "action"), [(1, "read"), (2, "read"), (1, "edit"), (3, "read")]
+)
+async def test_async_every_select_is_restricted(
+    adata: AsyncEngine, user_id: int, action: str
+) -> None:
+    async with AsyncSession(adata) as s:
+        authorize_queries(s, make_policy(), await s.get(User, user_id), action)
+        assert await doc_ids(s) == VISIBLE[user_id, action]
+        ids = await s.scalars(sa.select(Document.id).order_by(Document.id))
+        assert list(ids) == VISIBLE[user_id, action]
+        count = await s.scalar(sa.select(sa.func.count()).select_from(Document))
+        assert count == len(VISIBLE[user_id, action])
+        streamed = await s.stream_scalars(sa.select(Document.id).order_by(Document.id))
+        assert [i async for i in streamed] == VISIBLE[user_id, action]
+
+
+async def test_async_aliases_joins_and_relationship_loads(adata: AsyncEngine) -> None:
+    async with AsyncSession(adata) as s:
+        authorize_queries(s, make_policy(), await s.get(User, 1), "read")  # 1, 3, 4
+        d = aliased(Document)
+        assert list(await s.scalars(sa.select(d.id).order_by(d.id))) == [1, 3, 4]
+        joined = await s.execute(sa.select(Org.id, Document.id).join(Org.documents))
+        assert [tuple(r) for r in joined] == [(1, 1)]
+        only_in_join = sa.select(Org.id).join(d, d.org_id == Org.id).order_by(Org.id)
+        assert list(await s.scalars(only_in_join)) == [1]
+        through = sa.select(Org.id).join(Org.documents.of_type(d)).order_by(Org.id)
+        assert list(await s.scalars(through)) == [1]
+        orgs = (await s.scalars(sa.select(Org).order_by(Org.id))).all()  # not protected
+        assert [o.id for o in orgs] == [1, 2]
+        assert [x.id for x in await orgs[1].awaitable_attrs.documents] == []  # lazy load
+        assert [x.id for x in await orgs[0].awaitable_attrs.documents] == [1]
+        for loader in (selectinload, joinedload):
+            stmt = sa.select(Org).options(loader(Org.documents)).order_by(Org.id)
+            eager = (await s.scalars(stmt.execution_options(populate_existing=True))).unique()
+            assert {o.id: [x.id for x in o.documents] for o in eager} == {1: [1], 2: []}
+        await s.refresh(orgs[1], ["documents"])
+        assert orgs[1].documents == []
+        with pytest.raises(InvalidArgument, match="no ORM entity"):
+            await s.scalars(sa.select(Org.id).where(Org.documents.of_type(d).any()))
+
+
+async def test_async_get_is_restricted(adata: AsyncEngine) -> None:
+    async with AsyncSession(adata) as s:
+        authorize_queries(s, make_policy(), await s.get(User, 1), "edit")
+        assert await s.get(Document, 1) is None
+        assert (await s.get(Document, 3)) is not None
+
+
+async def test_async_unrestricted_lifts_the_restriction_and_logs(
+    adata: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with AsyncSession(adata) as s:
+        assert authorize_queries(s, make_policy(), await s.get(User, 1), "edit") is s
+        with caplog.at_level(logging.WARNING, logger="bastion"), unrestricted(reason="export"):
+            assert await doc_ids(s) == [1, 2, 3, 4]
+        assert "export" in caplog.text
+        assert await doc_ids(s) == [3]
+        lifted = (
+            sa.select(Document).order_by(Document.id).execution_options(bastion_unrestricted=True)
+        )
+        assert await doc_ids(s, lifted) == [1, 2, 3, 4]
+
+
+async def test_async_a_protected_model_without_a_rule_for_the_action_yields_nothing(
+    adata: AsyncEngine,
+) -> None:
+    policy = make_policy()
+    policy.declare("archive")
+    async with AsyncSession(adata) as s:
+        authorize_queries(s, policy, await s.get(User, 3), "archive")
+        assert await doc_ids(s) == []
+
+
+CURRENT_USER: ContextVar[User | None] = ContextVar("test_current_user", default=None)
+CURRENT_ACTION: ContextVar[Hashable] = ContextVar("test_current_action", default="read")
+
+
+async def test_authorized_async_sessionmaker_reads_the_subject_at_query_time(
+    adata: AsyncEngine,
+) -> None:
+    users = await detached_users(adata)
+    maker = authorized_async_sessionmaker(
+        make_policy(), CURRENT_USER.get, CURRENT_ACTION.get, bind=adata, expire_on_commit=False
+    )
+    assert isinstance(maker, async_sessionmaker)
+    async with maker() as s:
+        assert await doc_ids(s) == []  # nobody: fail closed
+        CURRENT_USER.set(users[1])
+        assert await doc_ids(s) == [1, 3, 4]
+        CURRENT_ACTION.set("edit")
+        assert await doc_ids(s) == [3]
+        CURRENT_USER.set(users[2])
+        assert await doc_ids(s) == [1, 2, 4]
+
+
+async def test_concurrent_tasks_never_see_each_others_rows(adata: AsyncEngine) -> None:
+    users = await detached_users(adata)
+    maker = authorized_async_sessionmaker(
+        make_policy(), CURRENT_USER.get, CURRENT_ACTION.get, bind=adata
+    )
+
+    async def visit(user_id: int, action: str) -> tuple[int, str, list[list[int]]]:
+        CURRENT_USER.set(users[user_id])  # each task runs in its own copy of the context
+        CURRENT_ACTION.set(action)
+        seen = []
+        for _ in range(4):
+            async with maker() as s:
+                seen.append(await doc_ids(s))
+                await asyncio.sleep(0)  # let the other tasks run between two queries
+                orgs = await s.scalars(sa.select(Org).options(selectinload(Org.documents)))
+                seen.append(sorted(x.id for o in orgs for x in o.documents))
+        return user_id, action, seen
+
+    jobs = [(u, a) for u in (1, 2, 3) for a in ("read", "edit")] * 2
+    results = await asyncio.gather(*(visit(u, a) for u, a in jobs))
+    for user_id, action, seen in results:
+        ids = VISIBLE[user_id, action]
+        with_org = [i for i in ids if i in (1, 2)]  # the documents that belong to an org
+        assert seen == [ids, with_org] * 4, (user_id, action)
+
+
+async def test_async_misconfigurations_raise(adata: AsyncEngine) -> None:
+    policy = make_policy()
+    with pytest.raises(InvalidArgument, match="Session subclass"):
+        authorized_async_sessionmaker(policy, CURRENT_USER.get, sync_session_class=AsyncSession)
+    with pytest.raises(InvalidArgument, match="AsyncSession subclass"):
+        authorized_async_sessionmaker(policy, CURRENT_USER.get, class_=Session)
+
+    async def get_user() -> User | None:
+        return CURRENT_USER.get()
+
+    async with authorized_async_sessionmaker(policy, get_user, bind=adata)() as s:
+        with pytest.raises(InvalidArgument, match="plain function"):
+            await s.scalars(sa.select(Document))
+
+
+# -- enforcement under asyncio ---------------------------------------------------------------
+
+
+class AsyncEnforced(Session):
+    """The ``sync_session_class`` the async tests check (events live on the sync session)."""
+
+
+install_enforcement(AsyncEnforced, make_policy())
+
+
+async def test_async_loading_without_authorization_fails_naming_model_and_line(
+    adata: AsyncEngine,
+) -> None:
+    async with AsyncSession(adata, sync_session_class=AsyncEnforced) as s:
+        with enforcement():
+            await s.get(User, 1)  # users are not protected
+            with pytest.raises(UnauthorizedLoad) as caught:
+                await s.scalars(sa.select(Document))
+            assert caught.value.model is Document
+            assert "test_sessions.py" in caught.value.location
+        assert len((await s.scalars(sa.select(Document))).all()) == 4  # outside a scope
+
+
+async def test_async_checks_filters_and_authorized_sessions_authorize(adata: AsyncEngine) -> None:
+    policy = make_policy()
+    async with AsyncSession(adata, sync_session_class=AsyncEnforced) as s:
+        with enforcement() as scope:
+            user = await s.get(User, 1)
+            authz = AsyncAuthorizer(policy, s)
+            readable = authz.filter(user, "read", Document).order_by(Document.id)
+            assert await doc_ids(s, readable) == [1, 3, 4]
+            await s.scalars(sa.select(Document))  # authorized by the filter above
+        assert scope.violations == []
+    async with AsyncSession(adata, sync_session_class=AsyncEnforced) as s:
+        with enforcement() as scope:
+            user = await s.get(User, 1)
+            with unrestricted(reason="load for a check"):
+                doc = await s.get(Document, 1)
+            s.expire(doc)  # the check needs its own SELECT EXISTS: bastion's, not reported
+            assert await AsyncAuthorizer(policy, s).check(user, "read", doc) is True
+            await s.scalars(sa.select(Document))
+        assert scope.violations == []
+    async with AsyncSession(adata, sync_session_class=AsyncEnforced) as s:
+        with enforcement() as scope:
+            authorize_queries(s, policy, await s.get(User, 2), "read")
+            assert await doc_ids(s) == [1, 2, 4]
+        assert scope.violations == []
+
+
+async def test_async_warn_mode_and_install_on_one_async_session(adata: AsyncEngine) -> None:
+    async with AsyncSession(adata) as s:
+        install_enforcement(s, make_policy())  # its sync_session
+        with enforcement(mode="warn") as scope, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await s.scalars(sa.select(Document))
+        assert any("Document loaded at" in str(w.message) for w in caught)
+        assert len(scope.violations) == 1
+    with pytest.raises(InvalidArgument, match="sync_session_class"):
+        install_enforcement(async_sessionmaker(adata), make_policy())
+
+
+async def test_async_enforcement_scopes_are_per_task(adata: AsyncEngine) -> None:
+    policy = make_policy()
+
+    async def request(authorize: bool) -> list[UnauthorizedLoad]:
+        async with AsyncSession(adata, sync_session_class=AsyncEnforced) as s:
+            with enforcement(mode="warn") as scope:
+                user = await s.get(User, 1)
+                if authorize:
+                    AsyncAuthorizer(policy, s).filter(user, "read", Document)
+                await asyncio.sleep(0)
+                await s.scalars(sa.select(Document))
+            return scope.violations
+
+    # catch_warnings is process-wide state: one around all the tasks, not one per task
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = await asyncio.gather(*(request(i % 2 == 0) for i in range(6)))
+    assert [len(v) for v in results] == [0, 1, 0, 1, 0, 1]
+    assert len(caught) == 3

@@ -25,7 +25,11 @@ from bastion.errors import (
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy, RegisteredRule
 from bastion.roles import Permission, Role, RoleGrant, RolePolicy
 from bastion.rules import ALLOW, DENY, UNKNOWN, Rule, ancestors, ctx, it, subject, target
-from bastion.sessions import authorize_queries, authorized_sessionmaker
+from bastion.sessions import (
+    authorize_queries,
+    authorized_async_sessionmaker,
+    authorized_sessionmaker,
+)
 
 __version__ = "0.1.0"
 
@@ -60,6 +64,7 @@ __all__ = [
     "UnusedPermission",
     "ancestors",
     "authorize_queries",
+    "authorized_async_sessionmaker",
     "authorized_sessionmaker",
     "ctx",
     "enforcement",

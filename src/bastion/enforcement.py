@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState
 
 from bastion.errors import BastionError, InvalidArgument
 
 __all__ = [
     "INTERNAL",
+    "QUERY_SCOPE_KEY",
+    "UNRESTRICTED_OPTION",
     "EnforcementScope",
     "UnauthorizedLoad",
     "enforcement",
@@ -45,6 +48,11 @@ logger = logging.getLogger("bastion")
 #: Execution option set on the queries bastion itself runs (checks, pages, grants): they are
 #: authorization, not data access, and are neither restricted nor reported.
 INTERNAL = "bastion_internal"
+#: ``Session.info`` key of an authorized session's query scope (``bastion.sessions``): its
+#: queries are restricted, so they are authorized loads.
+QUERY_SCOPE_KEY = "bastion.query_scope"
+#: Execution option lifting an authorized session's restriction for one statement.
+UNRESTRICTED_OPTION = "bastion_unrestricted"
 
 
 class UnauthorizedLoad(BastionError):
@@ -114,13 +122,18 @@ def mark_authorized(model: Any) -> None:
 def install_enforcement(target: Any, policy: Any) -> None:
     """Check every ORM ``SELECT`` run through ``target`` (a Session class, a sessionmaker or
     a session) against the current enforcement scope; ``policy`` says which models are
-    protected (the target classes of its rules)."""
+    protected (the target classes of its rules).
+
+    asyncio: pass an ``AsyncSession`` (its ``sync_session`` is checked), or the ``Session``
+    subclass given as ``sync_session_class`` to ``AsyncSession``/``async_sessionmaker``: the
+    async ORM fires the events of that synchronous session."""
+    target = _sync_target(target)
 
     def check(state: ORMExecuteState) -> None:
         scope = _SCOPE.get()
         if scope is None or not state.is_select or is_unrestricted():
             return
-        if state.execution_options.get(INTERNAL):
+        if state.execution_options.get(INTERNAL) or _restricted_by_session(state):
             return
         protected = {r.target_type for r in policy.rules() if r.target_type is not None}
         for mapper in state.all_mappers:
@@ -136,6 +149,31 @@ def install_enforcement(target: Any, policy: Any) -> None:
             warnings.warn(str(error), stacklevel=2)
 
     sa.event.listen(target, "do_orm_execute", check)
+
+
+def _restricted_by_session(state: ORMExecuteState) -> bool:
+    """Whether an authorized session will restrict this statement. Its own listener runs
+    after a listener installed on the session class, so it has not marked the models yet."""
+    if QUERY_SCOPE_KEY not in state.session.info:
+        return False
+    return not state.execution_options.get(UNRESTRICTED_OPTION)
+
+
+def _sync_target(target: Any) -> Any:
+    """The synchronous event target for ``target``. SQLAlchemy refuses events on the async
+    classes with its own error; an ``async_sessionmaker`` or ``AsyncSession`` class is refused
+    here saying what to pass instead (listening on ``Session`` itself would check every
+    session of the process)."""
+    if isinstance(target, AsyncSession):
+        return target.sync_session
+    if isinstance(target, async_sessionmaker) or (
+        isinstance(target, type) and issubclass(target, AsyncSession)
+    ):
+        raise InvalidArgument(
+            "install_enforcement() takes an AsyncSession, or the Session subclass passed as "
+            f"sync_session_class= to async_sessionmaker/AsyncSession, not {target!r}"
+        )
+    return target
 
 
 _LIBRARY = (
