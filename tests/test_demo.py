@@ -31,9 +31,10 @@ def test_demo_walkthrough(tmp_path: Path) -> None:
     assert run_demo(str(tmp_path / "demo.sqlite"), out) == 0
     parts = _sections(out.getvalue())
     assert sorted(parts, key=int) == [str(n) for n in range(1, 9)]
-    # 1. in Python: one statement per user (their stored grants), none per check
+    # 1. in Python: per user, one EXISTS (first check) and one load of the stored grants
+    # (second check); the other 18 checks send nothing
     assert "bob  'globex budget'    read=no   edit=no" in parts["1"]
-    assert "statements sent to the database: 3" in parts["1"]
+    assert "statements sent to the database: 6" in parts["1"]
     # 2. static roles
     assert "eve  role=auditor  {'reports.view': True, 'reports.export': False}" in parts["2"]
     assert "ada  role=manager  {'reports.view': True, 'reports.export': True}" in parts["2"]

@@ -187,10 +187,9 @@ def run_demo(path: str, out: TextIO) -> int:
         ).all()
         docs = session.scalars(sa.select(Document).order_by(Document.id)).all()
 
-        print(
-            "\n1. Checks on loaded objects, answered in Python (the only SQL loads each", file=out
-        )
-        print("   user's stored grants once, for the whole session):", file=out)
+        print("\n1. Checks on loaded objects, answered in Python. The only SQL is for", file=out)
+        print("   stored grants: a user's first check asks one EXISTS, the second loads", file=out)
+        print("   the user's grants once for the session; later checks are set lookups:", file=out)
         statements.clear()
         for user in users:
             for doc in docs:
