@@ -7,6 +7,8 @@ The ``assert_type`` calls are checked by mypy when the tests are type-checked; a
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -118,3 +120,43 @@ def test_typed_signatures_run() -> None:
             _typed_calls(bastion.Authorizer(policy, session), user, doc)
     finally:
         engine.dispose()
+
+
+def test_import_needs_sqlalchemy_only() -> None:
+    """SQLAlchemy is the only required dependency: the core imports with every extra missing
+    (greenlet too: SQLAlchemy's asyncio extension needs it, and 2.1 no longer installs it)."""
+    extras = [
+        "greenlet",
+        "flask",
+        "flask_login",
+        "flask_sqlalchemy",
+        "fastapi",
+        "starlette",
+        "httpx",
+        "alembic",
+        "click",
+        "psycopg",
+        "asyncpg",
+        "aiosqlite",
+    ]
+    modules = [
+        "bastion",
+        "bastion.grants",
+        "bastion.roles",
+        "bastion.sessions",
+        "bastion.enforcement",
+        "bastion.compat.balrog",
+        "bastion.compat.shield",
+        "bastion.testing",
+    ]
+    code = (
+        "import sys\n"
+        f"for name in {extras!r}:\n"
+        "    sys.modules[name] = None  # import fails as if not installed\n"
+        f"for name in {modules!r}:\n"
+        "    __import__(name)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState
 
 from bastion.errors import BastionError, InvalidArgument
@@ -164,10 +163,14 @@ def _sync_target(target: Any) -> Any:
     classes with its own error; an ``async_sessionmaker`` or ``AsyncSession`` class is refused
     here saying what to pass instead (listening on ``Session`` itself would check every
     session of the process)."""
-    if isinstance(target, AsyncSession):
+    classes = _async_classes()
+    if classes is None:  # no asyncio extension: no async session or maker can exist
+        return target
+    async_session, async_maker = classes
+    if isinstance(target, async_session):
         return target.sync_session
-    if isinstance(target, async_sessionmaker) or (
-        isinstance(target, type) and issubclass(target, AsyncSession)
+    if isinstance(target, async_maker) or (
+        isinstance(target, type) and issubclass(target, async_session)
     ):
         raise InvalidArgument(
             "install_enforcement() takes an AsyncSession, or the Session subclass passed as "
@@ -221,3 +224,24 @@ def _call_site() -> str:
         if not any(part in path for part in _LIBRARY):
             return f"{filename}:{lineno} in {name}"
     return "<unknown>"
+
+
+def _async_classes() -> tuple[Any, Any] | None:
+    """``(AsyncSession, async_sessionmaker)``, or None when SQLAlchemy's asyncio extension
+    cannot be imported (it needs greenlet: the ``async`` extra). Imported on use so that
+    ``import bastion`` needs SQLAlchemy only; without it no async session can exist."""
+    try:
+        from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    except ImportError:
+        return None
+    return AsyncSession, async_sessionmaker
+
+
+def is_async_session(value: Any) -> bool:
+    classes = _async_classes()
+    return classes is not None and isinstance(value, classes[0])
+
+
+def is_async_session_class(value: Any) -> bool:
+    classes = _async_classes()
+    return classes is not None and isinstance(value, type) and issubclass(value, classes[0])

@@ -58,11 +58,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -82,8 +81,13 @@ from bastion.enforcement import (
     is_unrestricted,
     mark_authorized,
 )
+from bastion.enforcement import is_async_session as _is_async_session
+from bastion.enforcement import is_async_session_class as _is_async_session_class
 from bastion.errors import InvalidArgument
 from bastion.policy import Policy
+
+if TYPE_CHECKING:  # imported on use: SQLAlchemy's asyncio extension needs greenlet
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 __all__ = [
     "QueryScope",
@@ -95,7 +99,7 @@ __all__ = [
 #: the prefix of the aliases bastion's compilers make (``rules.to_sql.scoped_alias``)
 _OWN_ALIAS_PREFIX = "bastion_"
 
-_AnySession = TypeVar("_AnySession", Session, AsyncSession, "scoped_session[Session]")
+_AnySession = TypeVar("_AnySession", Session, "AsyncSession", "scoped_session[Session]")
 
 
 def _read() -> Hashable:
@@ -152,9 +156,11 @@ def authorized_async_sessionmaker(
     ``kwargs`` go to ``async_sessionmaker`` (``bind``, ``expire_on_commit``, ``class_``...);
     ``sync_session_class`` (a ``Session`` subclass) is the base of the synchronous sessions
     that run underneath, which is where the restriction lives."""
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # the `async` extra
+
     base = _session_class(kwargs.pop("sync_session_class", Session), "sync_session_class")
     async_class = kwargs.get("class_", AsyncSession)
-    if not (isinstance(async_class, type) and issubclass(async_class, AsyncSession)):
+    if not _is_async_session_class(async_class):
         raise InvalidArgument(
             f"authorized_async_sessionmaker(class_=...) takes an AsyncSession subclass, "
             f"got {async_class!r}"
@@ -169,7 +175,7 @@ def _session_class(candidate: Any, name: str) -> type[Session]:
     if isinstance(candidate, type) and issubclass(candidate, Session):
         return candidate
     hint = ""
-    if isinstance(candidate, type) and issubclass(candidate, AsyncSession):
+    if _is_async_session_class(candidate):
         hint = (
             ": for AsyncSession use authorized_async_sessionmaker()"
             if name == "class_"
@@ -193,8 +199,8 @@ def _authorized_class(base: type[Session], scope: QueryScope) -> type[Session]:
 
 def _sync_session(session: Any) -> Session:
     """The ``Session`` whose events see the queries of ``session``."""
-    if isinstance(session, AsyncSession):
-        return session.sync_session  # the async ORM fires the sync session's events
+    if _is_async_session(session):
+        return session.sync_session  # type: ignore[no-any-return]  # the async ORM fires its events
     if isinstance(session, scoped_session):
         session = session()  # the current scope's session (Flask-SQLAlchemy: the request's)
     if not isinstance(session, Session):
