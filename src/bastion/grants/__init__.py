@@ -17,7 +17,14 @@ application's own database, compiled into the rule algebra by :class:`HasGrant`.
 """
 
 from bastion.grants.effective import EffectiveGrants, effective_grants, forget_grants
-from bastion.grants.models import GLOBAL, GrantModels, UserLinks, grant_models, scope_key
+from bastion.grants.models import (
+    GLOBAL,
+    GrantModels,
+    GrantsUserMixin,
+    UserLinks,
+    grant_models,
+    scope_key,
+)
 from bastion.grants.rules import SESSION_KEY, HasGrant, utcnow
 from bastion.grants.rules import holds_rule as holds
 from bastion.grants.store import RETRIES, GrantConflict, GrantStore, scope_of
@@ -30,6 +37,7 @@ __all__ = [
     "GrantConflict",
     "GrantModels",
     "GrantStore",
+    "GrantsUserMixin",
     "HasGrant",
     "UserLinks",
     "effective_grants",

@@ -34,11 +34,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import relationship
+from sqlalchemy.orm import Mapper, QueryableAttribute, relationship
 
 from bastion.errors import InvalidArgument, PolicyError, UnmappedClass
 
-__all__ = ["GLOBAL", "GrantModels", "UserLinks", "grant_models", "scope_key"]
+__all__ = ["GLOBAL", "GrantModels", "GrantsUserMixin", "UserLinks", "grant_models", "scope_key"]
 
 #: ``(scope_type, scope_id)`` of a global grant.
 GLOBAL = ("", "")
@@ -117,6 +117,11 @@ class GrantModels:
     group_bundles: sa.Table
     audit: sa.Table
     users: dict[type, UserLinks] = field(default_factory=dict)
+    #: a :class:`GrantsUserMixin` bound to these models: ``class User(Base, grants.UserMixin)``
+    UserMixin: type[GrantsUserMixin] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.UserMixin = type("UserMixin", (GrantsUserMixin,), {"__grants__": self})
 
     @property
     def metadata(self) -> sa.MetaData:
@@ -170,6 +175,68 @@ class GrantModels:
             if links is not None:
                 return links
         return None
+
+
+class GrantsUserMixin:
+    """Mixin for the application's user model: its link tables are created when it is mapped.
+
+    ::
+
+        grants = grant_models(Base)
+
+
+        class User(Base, grants.UserMixin):  # or GrantsUserMixin with __grants__ = grants
+            __tablename__ = "users"
+            primary_key_column = "ident"  # optional: the attribute's name, or the Column
+            ident: Mapped[str] = mapped_column(primary_key=True)
+
+    ``primary_key_column = Column("name", String, primary_key=True)`` (KegBouncer's spelling)
+    declares the key and names it at once. Without ``primary_key_column`` the single-column
+    primary key is detected. A subclass of a
+    mapped user model (single-table inheritance) shares its parent's link tables. Equivalent to
+    ``grants.register_user(User, primary_key=...)`` after the class.
+    """
+
+    #: the :class:`GrantModels` to register with (set by ``grants.UserMixin``)
+    __grants__: GrantModels | None = None
+    #: the primary-key attribute name, or its ``Column``; None: detected
+    primary_key_column: str | sa.Column[Any] | None = None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)  # a DeclarativeBase maps the class here
+        if "__grants__" in cls.__dict__ and cls.__dict__.get("__tablename__") is None:
+            return  # a mixin of the mixin (``grants.UserMixin``): nothing to map yet
+        if sa_inspect(cls, raiseerr=False) is not None:
+            _register_mixed_in(cls)
+        else:  # a metaclass-based base (Flask-SQLAlchemy's default) maps after this hook
+            sa.event.listen(Mapper, "after_mapper_constructed", _when_mapped(cls))
+
+
+def _when_mapped(cls: type) -> Any:
+    def constructed(mapper: Any, class_: type) -> None:
+        if class_ is cls:
+            _register_mixed_in(cls)
+
+    return constructed
+
+
+def _register_mixed_in(cls: Any) -> None:
+    grants = cls.__grants__
+    if not isinstance(grants, GrantModels):
+        raise PolicyError(
+            f"{cls.__name__} uses GrantsUserMixin without __grants__: inherit from "
+            "grants.UserMixin (grants = grant_models(Base)) or set __grants__ = grants"
+        )
+    if grants.links_for(cls) is not None:
+        return  # a subclass of a registered user model shares its link tables
+    key = cls.primary_key_column
+    if isinstance(key, QueryableAttribute):
+        # ``primary_key_column = Column("name", ..., primary_key=True)`` in the class body is
+        # mapped by declarative as the attribute ``primary_key_column``: that attribute
+        key = key.key
+    elif isinstance(key, sa.Column):
+        key = sa_inspect(cls).get_property_by_column(key).key
+    grants.register_user(cls, key)
 
 
 def _add(cls: type, name: str, target: type, secondary: sa.Table) -> None:
