@@ -19,7 +19,18 @@ truth values are SQL's three-valued logic, spelled out below from the semantics 
 * ``Ancestors(parent)``: two-valued: TRUE iff the target or an object reached from it by
   following ``parent`` links (each object once, so a cycle ends the walk) makes the inner rule
   TRUE as its target;
+* ``RoleGrant`` (static roles): the role name read from the operand grants ``p`` when a role
+  of that name holds ``p`` outright (TRUE), or holds it where a rule holds (the rule's truth, in
+  the same scopes); any other name (a role without ``p``, or no role of that name) is FALSE. A
+  NULL name is what SQL makes of ``NULL IN (outright holders) OR (NULL = 'r' AND rule_r) ...``:
+  UNKNOWN unless nothing could grant (no outright holder, every rule FALSE). ``many=True``: the
+  OR of the names in the collection (FALSE when empty), UNKNOWN for a NULL collection;
+* ``SqlRule``: the hand-written Python twin of the generated SQL function
+  (``strategies.SqlFunction.oracle``): two-valued, as ``key IN (SELECT ...)`` is;
 * at the top, only TRUE allows.
+
+:func:`rules_for` repeats the policy's lookup along the class hierarchies (nearest target class,
+then nearest subject class, first that has rules wins) from its documented semantics.
 
 The relationships are described here again, as joins over the dicts, independently of the
 SQLAlchemy mapping in :mod:`tests.differential.schema`.
@@ -32,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bastion.roles import RoleGrant
 from bastion.rules.nodes import (
     Ancestors,
     And,
@@ -49,6 +61,7 @@ from bastion.rules.nodes import (
     Reroot,
     Rule,
     Same,
+    SqlRule,
 )
 
 Row = dict[str, Any]
@@ -138,6 +151,10 @@ USER_PROPERTIES: dict[str, Callable[[Data, Row], Any]] = {
     "org_ids": _org_ids,
     "near_levels": lambda data, user: [user["level"], 1],
     "levels_or_none": _levels_or_none,
+    "role_names": lambda data, user: [
+        m["role"] for m in data["memberships"] if m["user_id"] == user["id"]
+    ],
+    "name_or_none": lambda data, user: None if user["name"] is None else [user["name"]],
 }
 
 
@@ -263,7 +280,45 @@ def evaluate(rule: Rule, env: Env) -> Truth:
     if isinstance(rule, Same):
         obj = env.scope(rule.scope)
         return obj.table == env.subject.table and obj.key() == env.subject.key()
+    if isinstance(rule, RoleGrant):
+        return _role_grant(rule, env)
+    if isinstance(rule, SqlRule):
+        assert env.target.table == "documents", "SQL functions are written for documents"
+        return bool(rule.fn.oracle(env.data, env.subject.row, env.target.row))
     raise AssertionError(f"oracle: unknown node {rule!r}")
+
+
+def _role_grant(rule: RoleGrant, env: Env) -> Truth:
+    """Read from the role definitions themselves (not from the node's helper methods)."""
+    outright: set[str] = set()
+    conditional: dict[str, Rule] = {}
+    for role in rule.roles.roles.values():
+        held = role.permissions.get(rule.permission)
+        if held is None:
+            continue
+        if held.rule is None:
+            outright.add(role.name)
+        else:
+            conditional[role.name] = held.rule
+
+    def one(name: Any) -> Truth:
+        if name is None:
+            return or3(
+                [None if outright else False]
+                + [and3([None, evaluate(r, env)]) for r in conditional.values()]
+            )
+        if name in outright:
+            return True
+        if name in conditional:
+            return evaluate(conditional[name], env)
+        return False
+
+    value = value_of(rule.role, env)
+    if not rule.many:
+        return one(value)
+    if value is None:
+        return None
+    return or3([one(name) for name in value])
 
 
 def _ancestors(data: Data, start: Obj, parent: str) -> list[Obj]:
@@ -289,3 +344,34 @@ def truth(rule: Rule, data: Data, subject: Row, target: Row, context: Mapping[st
 def allows(rule: Rule, data: Data, subject: Row, target: Row, context: Mapping[str, Any]) -> bool:
     """Does ``rule`` allow the user ``subject`` on the document ``target``? (TRUE only)"""
     return truth(rule, data, subject, target, context) is True
+
+
+# ---------------------------------------------------------------------------------------------
+# policies along class hierarchies
+
+
+def rules_for(
+    registered: Sequence[tuple[str, str, Rule]],
+    subject_bases: Sequence[str],
+    target_bases: Sequence[str],
+) -> list[Rule]:
+    """The rules that decide for a subject and a target whose classes have these bases (each
+    nearest first), from ``(subject classes, target classes, rule)`` registrations: the nearest
+    target class that has rules for some subject base, then the nearest such subject class
+    (``registered``: ``(subject class, target class, rule)``)."""
+    for target_class in target_bases:
+        for subject_class in subject_bases:
+            found = [
+                rule for (s, t, rule) in registered if s == subject_class and t == target_class
+            ]
+            if found:
+                return found
+    return []
+
+
+def policy_allows(
+    rules: Sequence[Rule], data: Data, subject: Row, target: Row, context: Mapping[str, Any]
+) -> bool:
+    """The OR of ``rules`` (no rule denies), TRUE only."""
+    env = Env(data, Obj("users", subject), Obj("documents", target), context)
+    return or3([evaluate(rule, env) for rule in rules]) is True

@@ -1,8 +1,13 @@
 """The schema of the differential suite, on its own ``DeclarativeBase``.
 
-Every column except the primary keys is nullable, so that the generated data is full of NULLs.
-``User`` also carries plain Python properties (not mapped) that rules read as subject
-collections, e.g. ``target.org_id.in_(subject.org_ids)``.
+Every column except the primary keys and the discriminators is nullable, so that the generated
+data is full of NULLs. ``User`` also carries plain Python properties (not mapped) that rules read
+as subject collections, e.g. ``target.org_id.in_(subject.org_ids)``, or as role names
+(``roles.grants(subject.role_names, ..., many=True)``).
+
+Both ``users`` and ``documents`` use single-table inheritance with a ``kind`` discriminator
+(``Admin(User)``; ``Receipt(Invoice(Document))``), so that rule lookup along the target's and the
+bearer's class hierarchies is exercised on every path.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ class User(Base):
     name: Mapped[str | None]
     level: Mapped[int | None]
     is_admin: Mapped[bool | None]
+    #: the discriminator: ``"user"`` or ``"admin"`` (never NULL)
+    kind: Mapped[str] = mapped_column(default="user")
+
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "user"}
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
     documents: Mapped[list[Document]] = relationship(back_populates="owner")
@@ -49,8 +58,22 @@ class User(Base):
         """``None`` (a NULL collection) when ``level`` is NULL, else ``0 .. level``."""
         return None if self.level is None else list(range(self.level + 1))
 
+    @property
+    def role_names(self) -> list[str | None]:
+        """The roles of the user's memberships (NULLs included), one per membership."""
+        return [m.role for m in self.memberships]
+
+    @property
+    def name_or_none(self) -> list[str] | None:
+        """``None`` (a NULL collection) when ``name`` is NULL, else ``[name]``."""
+        return None if self.name is None else [self.name]
+
     def __repr__(self) -> str:
-        return f"User(id={self.id})"
+        return f"{type(self).__name__}(id={self.id})"
+
+
+class Admin(User):
+    __mapper_args__ = {"polymorphic_identity": "admin"}
 
 
 class Org(Base):
@@ -86,6 +109,10 @@ class Document(Base):
     level: Mapped[int | None]
     #: a tree (folders): cycles are possible in the generated data
     parent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("documents.id"))
+    #: the discriminator: ``"document"``, ``"invoice"`` or ``"receipt"`` (never NULL)
+    kind: Mapped[str] = mapped_column(default="document")
+
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "document"}
 
     owner: Mapped[User | None] = relationship(back_populates="documents")
     org: Mapped[Org | None] = relationship(back_populates="documents")
@@ -96,7 +123,15 @@ class Document(Base):
     children: Mapped[list[Document]] = relationship(back_populates="parent")
 
     def __repr__(self) -> str:
-        return f"Document(id={self.id})"
+        return f"{type(self).__name__}(id={self.id})"
+
+
+class Invoice(Document):
+    __mapper_args__ = {"polymorphic_identity": "invoice"}
+
+
+class Receipt(Invoice):
+    __mapper_args__ = {"polymorphic_identity": "receipt"}
 
 
 class Tag(Base):

@@ -26,7 +26,7 @@ from bastion.rules.nodes import (
     Same,
 )
 
-from .schema import Base, Document, User
+from .schema import Base, Document, Invoice, User
 from .test_differential import StatementCounter, check_rule, load, make_policy
 
 
@@ -43,11 +43,16 @@ def _data(**tables: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _user(id: int, level: int | None = None) -> dict[str, Any]:
-    return {"id": id, "name": None, "level": level, "is_admin": None}
+    return {"id": id, "name": None, "level": level, "is_admin": None, "kind": "user"}
 
 
 def _document(
-    id: int, owner_id: int | None = None, *, level: int | None = None, parent_id: int | None = None
+    id: int,
+    owner_id: int | None = None,
+    *,
+    level: int | None = None,
+    parent_id: int | None = None,
+    kind: str = "document",
 ) -> dict[str, Any]:
     return {
         "id": id,
@@ -57,6 +62,7 @@ def _document(
         "status": None,
         "level": level,
         "parent_id": parent_id,
+        "kind": kind,
     }
 
 
@@ -162,3 +168,30 @@ def test_explain_of_a_deferral_reads_every_related_object(engine: Engine) -> Non
         user, doc = session.get(User, 1), session.get(Document, 1)
         assert authz.check(user, "p", doc)
         assert authz.explain(user, "p", doc).allowed
+
+
+# Ancestors on an object of a single-table-inheritance subclass. The SQL compiler built the tree
+# (the rows satisfying the rule and their descendants) from aliases of the *target's* class, so
+# for an ``Invoice`` every ancestor had to be an invoice too (``kind IN ('invoice',
+# 'receipt')``): an invoice under a plain document was allowed by the Python walk and by a filter
+# over ``Document``, and denied by ``check`` in SQL, ``check_many`` and a filter over ``Invoice``.
+# Fixed in rules/to_sql.py: the tree's aliases are of the class ``parent`` leads to.
+
+
+def test_ancestors_of_a_subclass_object_reach_a_base_class_parent(engine: Engine) -> None:
+    data = _data(
+        users=[_user(1)],
+        documents=[
+            _document(1, level=2),  # a plain document, the root
+            _document(2, parent_id=1, kind="invoice"),
+            _document(3, parent_id=2, kind="receipt"),
+            _document(4, kind="invoice"),
+        ],
+    )
+    rule = Ancestors("parent", Compare(Attr("target", "level"), "==", Literal(2)))
+    assert_allowed(engine, data, rule, {1: {1, 2, 3}})  # every path, and filter over Document
+    with Session(engine) as session:
+        authz = Authorizer(make_policy(rule), session)
+        user = session.get(User, 1)
+        found = set(session.scalars(authz.filter(user, "p", sa.select(Invoice.id))))
+        assert found == {2, 3}

@@ -715,6 +715,10 @@ def _ancestors(node: Ancestors, env: SqlEnv) -> SqlValue:
     if len(mapper.primary_key) != 1 or len(prop.local_remote_pairs) != 1:
         raise RuleNotTranslatable(node, "trees need a single-column primary and foreign key")
     depth = env.depth + 1
+    # The tree's rows are of the class ``parent`` leads to, as in the Python walk, not of the
+    # target's class: with single-table inheritance an alias of ``Invoice`` added
+    # ``kind IN ('invoice', 'receipt')`` and lost an invoice's parent that is a plain Document.
+    mapper = prop.mapper
     base = scoped_alias(mapper, "tree", depth)
     body = compile_sql(node.rule, replace(env, target=base, it=None, positive=True, depth=depth))
     if body is False or body is None:
