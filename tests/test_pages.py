@@ -436,3 +436,30 @@ def test_default_actions_are_those_with_rules_for_the_class(scenario: Session) -
     assert authz.allowed_actions(user, folder) <= {"folder.view"}
     policy = build_policy()
     assert authz.policy.permissions == policy.permissions
+
+
+def test_page_results_are_fresh_sets_and_booleans_in_page_order(scenario: Session) -> None:
+    """A page's answers are built per class in one pass (bit masks, the action sets of equal
+    masks shared while building): the caller still gets a set of its own per key, plain
+    booleans from ``check_many``, keys in page order, and any iterable is accepted."""
+    authz = Authorizer(POLICY, scenario)
+    user = scenario.get(User, 1)
+    assert user is not None
+    docs = scenario.scalars(sa.select(Document).order_by(Document.id.desc())).all()
+    _unload(scenario, list(docs))
+    expected = {d.id: {a for a in DOCUMENT_ACTIONS if authz.check(user, a, d)} for d in docs}
+    _unload(scenario, list(docs))
+    got = authz.allowed_actions(user, list(docs), actions=DOCUMENT_ACTIONS)
+    assert got == expected
+    assert list(got) == [d.id for d in docs]
+    assert all(type(actions) is set for actions in got.values())
+    assert len({id(actions) for actions in got.values()}) == len(got)
+    first, second = list(got)[:2]
+    got[first].add("changed")
+    assert "changed" not in got[second]
+    _unload(scenario, list(docs))
+    many = authz.check_many(user, "doc.read", (d for d in docs))
+    assert many == {k: "doc.read" in v for k, v in expected.items()}
+    assert all(type(v) is bool for v in many.values())
+    with pytest.raises(InvalidArgument, match="not an instance of a mapped class"):
+        authz.check_many(user, "doc.read", [*docs, object()])

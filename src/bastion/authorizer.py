@@ -28,7 +28,8 @@ The caller's SELECT list, joins, ordering and limits are untouched; ``count()`` 
 
 from __future__ import annotations
 
-import json
+import functools
+import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -104,6 +105,10 @@ _SelectT = TypeVar("_SelectT", bound="Select[Unpack[tuple[Any, ...]]]")
 _CACHE_SIZE = 512
 #: the one bound parameter of a page statement: the keys of the objects it decides
 _PAGE_KEYS = "bastion_page_keys"
+#: the whole-page helpers read these with ``map`` (C loops over a page, not Python ones)
+_IDENTITY = operator.attrgetter("key")
+_DICT = operator.attrgetter("__dict__")
+_IS_NONE = functools.partial(operator.is_, None)
 
 
 class Authorizer:
@@ -230,10 +235,8 @@ class Authorizer:
     ) -> dict[Any, bool]:
         """``{primary key: allowed}`` for every object (a composite key is a tuple). Objects whose
         rule inputs are loaded are decided in Python; the rest with one query per class."""
-        return {
-            key: permission in actions
-            for key, actions in self._page(subject, [permission], objects, context).items()
-        }
+        masks = self._page(subject, [permission], objects, context)
+        return dict(zip(masks, map(bool, masks.values()), strict=True))
 
     def allowed_actions(
         self,
@@ -251,7 +254,8 @@ class Authorizer:
         items = [objects] if single else list(objects)
         if actions is None:
             actions = self._actions_for(subject, items)
-        result = self._page(subject, list(actions), items, context)
+        actions = list(actions)
+        result = _action_sets(actions, self._page(subject, actions, items, context))
         return result[_primary_key(objects)] if single else result
 
     def _actions_for(self, subject: Any, items: list[Any]) -> list[Hashable]:
@@ -268,37 +272,59 @@ class Authorizer:
         actions: list[Hashable],
         objects: Iterable[Any],
         context: dict[str, Any],
-    ) -> dict[Any, set[Hashable]]:
-        """Decide loaded and new objects in Python, then the rest with one query per class."""
+    ) -> dict[Any, int]:
+        """``{key: mask}`` (bit ``n``: ``actions[n]`` is allowed), in page order. Loaded and new
+        objects are decided in Python, the rest with one query per class.
+
+        A page of 200 unloaded objects spent more time here than in its query: the states, keys
+        and class groups are taken for the whole page at once, every blind object of a class
+        shares one mask, and the answers are bit masks (no set per object until the caller's
+        result is built)."""
         context[SESSION_KEY] = self.session
-        result: dict[Any, set[Hashable]] = {}
-        owners: dict[Any, type] = {}
-        classes: dict[type, _ClassPage] = {}
-        for obj in objects:
-            state = _state_of(obj)
-            cls = type(obj)
-            page = classes.get(cls)
-            if page is None:
-                page = classes[cls] = self._class_page(subject, actions, obj)
-            key = _key_of(state, obj)
-            # Fix: objects of two classes with equal keys (Document 1, Folder 1) shared one
-            # entry of the result, each silently getting the other's actions. Refused instead.
-            if owners.setdefault(key, cls) is not cls:
-                raise InvalidArgument(
-                    f"the page holds a {owners[key].__name__} and a {cls.__name__} with the "
-                    f"same key {key!r}: results are keyed by primary key, ask once per class"
-                )
-            allowed = result[key] = set()
-            blind = page.blind_keys
-            if blind is not None and state.key is not None and blind.isdisjoint(obj.__dict__):
-                page.add_blind(subject, obj, key, context, allowed)
-            else:
-                self._decide_one(page, subject, obj, state, key, context, allowed)
-        for cls, page in classes.items():
+        items = objects if isinstance(objects, list) else list(objects)
+        states = _states_of(items)
+        keys = _keys_of(states, items)
+        groups = _class_groups(items, keys)
+        result: dict[Any, int] = dict.fromkeys(keys, 0)
+        pages: dict[type, _ClassPage] = {}
+        for cls, members in groups.items():
+            page = pages[cls] = self._class_page(subject, actions, items[members[0]])
+            self._decide_class(subject, page, members, items, states, keys, context, result)
+        for cls, page in pages.items():
             wanted = page.asked()
             if wanted:
                 self._page_in_database(subject, cls, page, wanted, context, result)
         return result
+
+    def _decide_class(
+        self,
+        subject: Any,
+        page: _ClassPage,
+        members: range | list[int],
+        items: list[Any],
+        states: list[Any],
+        keys: list[Any],
+        context: dict[str, Any],
+        result: dict[Any, int],
+    ) -> None:
+        """Decide the objects of one class (by index in the page) in Python, as far as loaded."""
+        blind = page.blind_keys
+        if blind is not None and isinstance(members, range) and _all_blind(blind, items, states):
+            # the usual page of unloaded rows, all of one class: one verdict for all of them
+            mask = page.blind_verdict(subject, items[0], context)
+            if mask:
+                result.update(dict.fromkeys(keys, mask))
+            if page.blind_asked:
+                page.blind.update(dict.fromkeys(keys))
+            return
+        for i in members:
+            obj, state, key = items[i], states[i], keys[i]
+            if blind is not None and state.key is not None and blind.isdisjoint(obj.__dict__):
+                result[key] = page.blind_verdict(subject, obj, context)
+                if page.blind_asked:
+                    page.blind[key] = None
+            else:
+                result[key] = self._decide_one(page, subject, obj, state, key, context)
 
     def _class_page(self, subject: Any, actions: list[Hashable], obj: Any) -> _ClassPage:
         plans = [self._lookup(action, subject, obj) for action in actions]
@@ -312,9 +338,10 @@ class Authorizer:
         state: Any,
         key: Any,
         context: dict[str, Any],
-        allowed: set[Hashable],
-    ) -> None:
-        """Try each action's predicate on ``obj``; what needs the database waits for the query."""
+    ) -> int:
+        """Try each action's predicate on ``obj`` (the mask of those it passes); what needs the
+        database waits for the query."""
+        mask = 0
         for n, plan in enumerate(page.plans):
             try:
                 ok = plan.predicate(subject, obj, context, None) is True
@@ -328,7 +355,8 @@ class Authorizer:
                     page.pending[n][key] = None
                     continue
             if ok:
-                allowed.add(page.actions[n])
+                mask |= 1 << n
+        return mask
 
     def _check_lazily(self, plan: Plan, subject: Any, obj: Any, context: Any) -> bool:
         token = LAZY_LOADS_ALLOWED.set(True)
@@ -351,7 +379,7 @@ class Authorizer:
         page: _ClassPage,
         wanted: list[int],
         context: Mapping[str, Any],
-        result: dict[Any, set[Hashable]],
+        result: dict[Any, int],
     ) -> None:
         """One query for the undecided objects of one class: a boolean column per action."""
         statement, width, encode = self._page_statement(subject, cls, page, wanted, context)
@@ -360,15 +388,23 @@ class Authorizer:
         same = all(keys is first or keys.keys() == first.keys() for keys in asked)
         keys = first if same else dict.fromkeys(k for ks in asked for k in ks)
         rows = self._execute_page(cls, statement, encode(list(keys)))
-        columns = [(width + i, asked[i], page.actions[n]) for i, n in enumerate(wanted)]
+        bits = [1 << n for n in wanted]
+        if not same:  # some actions were decided in Python for some objects: keep those
+            _merge_asked(rows, width, bits, asked, result)
+            return
+        # The rows take few distinct (true/false, ...) shapes: each shape's mask is built once.
+        shapes: dict[tuple[Any, ...], int] = {}
         for row in rows:
             key = row[0] if width == 1 else tuple(row[:width])
-            allowed = result.get(key)
-            if allowed is None:
+            had = result.get(key)
+            if had is None:
                 continue  # not a key asked for (e.g. matched by a case-insensitive collation)
-            for i, keys_asked, action in columns:  # CASE WHEN: only TRUE gives a true value
-                if row[i] and (same or key in keys_asked):
-                    allowed.add(action)
+            flags = tuple(row[width:])
+            mask = shapes.get(flags)
+            if mask is None:  # CASE WHEN: only TRUE gives a true value
+                mask = shapes[flags] = sum(b for b, f in zip(bits, flags, strict=True) if f)
+            if mask:
+                result[key] = had | mask
 
     def _execute_page(self, cls: type, statement: Select[Any], keys: Any) -> Any:
         """Run a page statement on the session's connection, after the session's autoflush (as
@@ -737,6 +773,84 @@ def _key_of(state: Any, obj: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _states_of(items: list[Any]) -> list[Any]:
+    """The instance states of a page's objects (one C-level map; per object only to name the
+    object that is not mapped)."""
+    try:
+        return list(map(instance_state, items))
+    except AttributeError:
+        return [_state_of(obj) for obj in items]
+
+
+def _all_blind(blind: frozenset[str], items: list[Any], states: list[Any]) -> bool:
+    """Are all objects persistent with none of ``blind`` loaded (C-level maps, no Python per
+    object: this test runs on every object of a page)?"""
+    return not any(map(_IS_NONE, map(_IDENTITY, states))) and all(
+        map(blind.isdisjoint, map(_DICT, items))
+    )
+
+
+def _keys_of(states: list[Any], items: list[Any]) -> list[Any]:
+    """The primary key of each object (see :func:`_key_of`); a persistent object with a
+    one-column key, the usual case, is read inline."""
+    return [
+        ident[1][0]
+        if (ident := state.key) is not None and len(ident[1]) == 1
+        else _key_of(state, obj)
+        for state, obj in zip(states, items, strict=True)
+    ]
+
+
+def _class_groups(items: list[Any], keys: list[Any]) -> dict[type, range | list[int]]:
+    """The page's objects by class (their indexes in page order), refusing equal keys of two
+    classes: results are keyed by primary key alone."""
+    classes = set(map(type, items))
+    if len(classes) <= 1:
+        return {type(items[0]): range(len(items))} if items else {}
+    groups: dict[type, list[int]] = {}
+    owners: dict[Any, type] = {}
+    for i, (obj, key) in enumerate(zip(items, keys, strict=True)):
+        cls = type(obj)
+        # Fix: objects of two classes with equal keys (Document 1, Folder 1) shared one entry
+        # of the result, each silently getting the other's actions. Refused instead.
+        if owners.setdefault(key, cls) is not cls:
+            raise InvalidArgument(
+                f"the page holds a {owners[key].__name__} and a {cls.__name__} with the "
+                f"same key {key!r}: results are keyed by primary key, ask once per class"
+            )
+        groups.setdefault(cls, []).append(i)
+    return dict(groups)
+
+
+def _merge_asked(
+    rows: list[Any],
+    width: int,
+    bits: list[int],
+    asked: list[dict[Any, None]],
+    result: dict[Any, int],
+) -> None:
+    """Add the database's answers per action, only for the keys that action asked about."""
+    for row in rows:
+        key = row[0] if width == 1 else tuple(row[:width])
+        had = result.get(key)
+        if had is None:
+            continue  # not a key asked for (e.g. matched by a case-insensitive collation)
+        for bit, keys_asked, flag in zip(bits, asked, row[width:], strict=True):
+            if flag and key in keys_asked:  # CASE WHEN: only TRUE gives a true value
+                had |= bit
+        result[key] = had
+
+
+def _action_sets(actions: list[Hashable], masks: dict[Any, int]) -> dict[Any, set[Hashable]]:
+    """``{key: set of actions}`` from :meth:`Authorizer._page`'s masks: each distinct mask is
+    named once, and every key gets its own set (the caller may change it)."""
+    named = {
+        mask: frozenset(a for n, a in enumerate(actions) if mask >> n & 1)
+        for mask in set(masks.values())
+    }
+    return {key: set(named[mask]) for key, mask in masks.items()}
+
+
 @dataclass
 class _ClassPage:
     """The objects of one class in a page: the plans of its actions and what awaits the query."""
@@ -749,26 +863,23 @@ class _ClassPage:
     pending: list[dict[Any, None]] = field(default_factory=list)
     #: the keys of the blind objects, none of whose rule inputs is loaded
     blind: dict[Any, None] = field(default_factory=dict)
-    #: the actions blind objects are given in Python (None until the first blind object) ...
-    blind_allowed: tuple[Hashable, ...] | None = None
+    #: the mask of the actions blind objects are given in Python (None until the first one) ...
+    blind_mask: int | None = None
     #: ... and those the database must decide for them (by index)
     blind_asked: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         self.pending = [{} for _ in self.plans]
 
-    def add_blind(
-        self, subject: Any, obj: Any, key: Any, context: Any, allowed: set[Hashable]
-    ) -> None:
-        """Decide an object none of whose rule inputs is loaded: the first such object's answer
-        is every such object's (see :mod:`bastion.rules.reads`), so the predicates run once."""
-        if self.blind_allowed is None:
+    def blind_verdict(self, subject: Any, obj: Any, context: Any) -> int:
+        """The mask of an object none of whose rule inputs is loaded: the first such object's
+        answer is every such object's (see :mod:`bastion.rules.reads`), so the predicates run
+        once. The caller files the object's key in :attr:`blind` when :attr:`blind_asked`."""
+        if self.blind_mask is None:
             verdicts = [_try_blind(plan, subject, obj, context) for plan in self.plans]
-            self.blind_allowed = tuple(a for a, v in zip(self.actions, verdicts, strict=True) if v)
+            self.blind_mask = sum(1 << n for n, v in enumerate(verdicts) if v)
             self.blind_asked = frozenset(n for n, v in enumerate(verdicts) if v is None)
-        allowed.update(self.blind_allowed)
-        if self.blind_asked:
-            self.blind[key] = None
+        return self.blind_mask
 
     def asked(self) -> list[int]:
         """The actions (by index) with objects the database must decide."""
@@ -825,9 +936,9 @@ def _keys_match(pk: list[Any], dialect: str) -> tuple[ColumnElement[bool], Calla
 
 def _json_integers(keys: list[Any]) -> str:
     """Integer keys as a JSON array (anything else is refused rather than compared as text)."""
-    if not all(type(k) is int for k in keys):
+    if keys and set(map(type, keys)) != {int}:
         raise InvalidArgument(f"integer primary keys expected, got {keys!r}")
-    return json.dumps(keys)
+    return repr(keys)  # the repr of a list of ints is its JSON, without json's per-item calls
 
 
 def _remember(cache: dict[Hashable, Any], key: Hashable, value: Any) -> None:
