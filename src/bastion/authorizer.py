@@ -180,7 +180,7 @@ class Authorizer:
             try:
                 return plan.predicate(subject, target, context, None) is True
             except NotLoaded:
-                pass
+                pass  # something else is missing too: ask the database below
             finally:
                 ANCESTORS_PREFETCHED.reset(walking)
         if plan.sql_error is None:

@@ -41,11 +41,13 @@ from bastion.errors import InvalidArgument
 from bastion.grants.models import GLOBAL, GrantModels, UserLinks, scope_key
 from bastion.grants.rules import (
     HasGrant,
+    Tier,
     _is_global,
     _subject_id,
     _tiers,
     _valid,
     object_scope_type,
+    tiers,
     utcnow,
 )
 from bastion.rules.explain import Explanation, register_explainer
@@ -138,30 +140,21 @@ def _load_statement(models: GrantModels, links: UserLinks) -> sa.Select[Any]:
     """Every path to every permission of one user: token, both edges' scope and window (the
     second edge NULL for one-edge paths), and the database time. No labels, no tier."""
     p = models.Permission.__table__
-    up, ub, ug = links.permissions, links.bundles, links.groups
-    bp, gp, gb = models.bundle_permissions, models.group_permissions, models.group_bundles
     uid: Any = sa.bindparam(_USER)
     types = (sa.String, sa.String, sa.DateTime, sa.DateTime)
     none: tuple[Any, ...] = tuple(
         sa.null().cast(t).label(f"b_{n}") for t, n in zip(types, _EDGE, strict=True)
     )
     branches = [
-        sa.select(p.c.token, *_edge_columns(up, "a"), *none)
-        .join_from(up, p, p.c.id == up.c.permission_id)
-        .where(up.c.user_id == uid),
-        sa.select(p.c.token, *_edge_columns(ub, "a"), *none)
-        .join_from(ub, bp, bp.c.bundle_id == ub.c.bundle_id)
-        .join(p, p.c.id == bp.c.permission_id)
-        .where(ub.c.user_id == uid),
-        sa.select(p.c.token, *_edge_columns(ug, "a"), *_edge_columns(gp, "b"))
-        .join_from(ug, gp, gp.c.group_id == ug.c.group_id)
-        .join(p, p.c.id == gp.c.permission_id)
-        .where(ug.c.user_id == uid),
-        sa.select(p.c.token, *_edge_columns(ug, "a"), *_edge_columns(gb, "b"))
-        .join_from(ug, gb, gb.c.group_id == ug.c.group_id)
-        .join(bp, bp.c.bundle_id == gb.c.bundle_id)
-        .join(p, p.c.id == bp.c.permission_id)
-        .where(ug.c.user_id == uid),
+        sa.select(
+            p.c.token,
+            *_edge_columns(tier.edges[0], "a"),
+            *(_edge_columns(tier.edges[1], "b") if len(tier.edges) > 1 else none),
+        )
+        .select_from(tier.tables)
+        .join(p, p.c.id == tier.permission_id)
+        .where(tier.edges[0].c.user_id == uid)
+        for tier in tiers(models, links)
     ]
     paths = sa.union_all(*branches).subquery("paths")
     return sa.select(paths, utcnow().label("now"))
@@ -433,55 +426,40 @@ def effective_query(models: GrantModels, links: UserLinks, user_id: Any) -> sa.S
     """One statement listing every path by which ``user_id`` holds a permission, with both edges'
     scope and validity (the second edge is NULL for one-edge paths) and the database time."""
     p = models.Permission.__table__
-    up, ub, ug = links.permissions, links.bundles, links.groups
-    bp, gp, gb = models.bundle_permissions, models.group_permissions, models.group_bundles
     null_text, null_time = sa.null().cast(sa.String), sa.null().cast(sa.DateTime)
     one_edge = (null_text, null_text, null_time, null_time)
-
     bundles, groups = models.Bundle.__table__, models.Group.__table__
 
-    def cols(tier: str, a: Any, b: Any, via: Any) -> list[Any]:
-        second = (
-            one_edge
-            if b is None
-            else (b.c.scope_type, b.c.scope_id, b.c.valid_from, b.c.expires_at)
-        )
-        first = (a.c.scope_type, a.c.scope_id, a.c.valid_from, a.c.expires_at)
-        values: tuple[Any, ...] = (p.c.token, sa.literal(tier), *first, *second, via)
-        return [value.label(name) for value, name in zip(values, _PATH_COLUMNS, strict=True)]
+    def scope(edge: Any) -> tuple[Any, ...]:
+        return (edge.c.scope_type, edge.c.scope_id, edge.c.valid_from, edge.c.expires_at)
 
     def label(kind: str, table: Any, column: Any) -> Any:
         # the group's or bundle's label, for explanations ("group editors → bundle publishing")
         name = sa.select(table.c.label).where(table.c.id == column).scalar_subquery()
         return sa.literal(f"{kind} ") + name
 
-    branches = [
-        sa.select(*cols("direct", up, None, sa.literal("direct")))
-        .join_from(up, p, p.c.id == up.c.permission_id)
-        .where(up.c.user_id == user_id),
-        sa.select(*cols("bundle", ub, None, label("bundle", bundles, ub.c.bundle_id)))
-        .join_from(ub, bp, bp.c.bundle_id == ub.c.bundle_id)
-        .join(p, p.c.id == bp.c.permission_id)
-        .where(ub.c.user_id == user_id),
-        sa.select(*cols("group", ug, gp, label("group", groups, ug.c.group_id)))
-        .join_from(ug, gp, gp.c.group_id == ug.c.group_id)
-        .join(p, p.c.id == gp.c.permission_id)
-        .where(ug.c.user_id == user_id),
-        sa.select(
-            *cols(
-                "group bundle",
-                ug,
-                gb,
-                label("group", groups, ug.c.group_id)
-                + " → "
-                + label("bundle", bundles, gb.c.bundle_id),
-            )
+    def via(tier: Tier) -> Any:
+        first = tier.edges[0]
+        if tier.name == "direct":
+            return sa.literal("direct")
+        if tier.name == "bundle":
+            return label("bundle", bundles, first.c.bundle_id)
+        group = label("group", groups, first.c.group_id)
+        if tier.name == "group":
+            return group
+        return group + " → " + label("bundle", bundles, tier.edges[1].c.bundle_id)
+
+    branches = []
+    for tier in tiers(models, links):
+        second = scope(tier.edges[1]) if len(tier.edges) > 1 else one_edge
+        values = (p.c.token, sa.literal(tier.name), *scope(tier.edges[0]), *second, via(tier))
+        columns = [value.label(name) for value, name in zip(values, _PATH_COLUMNS, strict=True)]
+        branches.append(
+            sa.select(*columns)
+            .select_from(tier.tables)
+            .join(p, p.c.id == tier.permission_id)
+            .where(tier.edges[0].c.user_id == user_id)
         )
-        .join_from(ug, gb, gb.c.group_id == ug.c.group_id)
-        .join(bp, bp.c.bundle_id == gb.c.bundle_id)
-        .join(p, p.c.id == bp.c.permission_id)
-        .where(ug.c.user_id == user_id),
-    ]
     paths = sa.union_all(*branches).subquery("paths")
     return sa.select(paths, utcnow().label("now"))
 

@@ -170,6 +170,35 @@ def _user(edge: Any, user_id: Any) -> ColumnElement[bool]:
     return sa.true() if user_id is None else edge.c.user_id == user_id
 
 
+@dataclass(frozen=True)
+class Tier:
+    """One of the four paths from a user to a permission: its name, the joined link tables,
+    the column holding the permission's id, and its edges (the user's link first; the group's
+    link second on paths through a group). Every statement over the tiers is built from these."""
+
+    name: str  #: "direct", "bundle", "group" or "group bundle"
+    tables: Any  #: the link tables, joined
+    permission_id: Any  #: the column holding the permission id
+    edges: tuple[Any, ...]  #: the scoped edges: the user's link first
+
+
+def tiers(models: GrantModels, links: UserLinks) -> list[Tier]:
+    """The four paths for ``links``' user model (the one place their joins are written)."""
+    up, ub, ug = links.permissions, links.bundles, links.groups
+    bp, gp, gb = models.bundle_permissions, models.group_permissions, models.group_bundles
+    return [
+        Tier("direct", up, up.c.permission_id, (up,)),
+        Tier("bundle", ub.join(bp, bp.c.bundle_id == ub.c.bundle_id), bp.c.permission_id, (ub,)),
+        Tier("group", ug.join(gp, gp.c.group_id == ug.c.group_id), gp.c.permission_id, (ug, gp)),
+        Tier(
+            "group bundle",
+            ug.join(gb, gb.c.group_id == ug.c.group_id).join(bp, bp.c.bundle_id == gb.c.bundle_id),
+            bp.c.permission_id,
+            (ug, gb),
+        ),
+    ]
+
+
 def _tiers(
     models: GrantModels, links: UserLinks, user_id: Any, token: str
 ) -> list[tuple[sa.Select[Any], list[Any]]]:
@@ -177,37 +206,14 @@ def _tiers(
     ``user_id=None``: every user (who_can); the first edge's ``user_id`` is the holder."""
     p = models.Permission.__table__
     pid = sa.select(p.c.id).where(p.c.token == token).scalar_subquery()
-    up, ub, ug = links.permissions, links.bundles, links.groups
-    bp, gp, gb = models.bundle_permissions, models.group_permissions, models.group_bundles
     return [
         (
             sa.select(sa.literal(1))
-            .select_from(up)
-            .where(_user(up, user_id), up.c.permission_id == pid),
-            [up],
-        ),
-        (
-            sa.select(sa.literal(1))
-            .select_from(ub.join(bp, bp.c.bundle_id == ub.c.bundle_id))
-            .where(_user(ub, user_id), bp.c.permission_id == pid),
-            [ub],
-        ),
-        (
-            sa.select(sa.literal(1))
-            .select_from(ug.join(gp, gp.c.group_id == ug.c.group_id))
-            .where(_user(ug, user_id), gp.c.permission_id == pid),
-            [ug, gp],
-        ),
-        (
-            sa.select(sa.literal(1))
-            .select_from(
-                ug.join(gb, gb.c.group_id == ug.c.group_id).join(
-                    bp, bp.c.bundle_id == gb.c.bundle_id
-                )
-            )
-            .where(_user(ug, user_id), bp.c.permission_id == pid),
-            [ug, gb],
-        ),
+            .select_from(tier.tables)
+            .where(_user(tier.edges[0], user_id), tier.permission_id == pid),
+            list(tier.edges),
+        )
+        for tier in tiers(models, links)
     ]
 
 
