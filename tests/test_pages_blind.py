@@ -211,3 +211,41 @@ def test_target_reads_names_what_the_predicate_reads_of_the_target() -> None:
     assert target_reads(nodes.PythonRule(lambda s, t: True, "f"), mapper) is None
     unmapped = nodes.Compare(nodes.Attr("target", "not_mapped"), "==", nodes.Literal(1))
     assert target_reads(unmapped, mapper) is None
+
+
+def test_more_actions_than_one_mask_column_holds(engine: Engine, db: Session) -> None:
+    """A page statement packs its actions' answers into integer columns of 30 bits each: 70
+    actions (three columns) must still each get their own answer, in one query."""
+    policy = _policy()
+    levels = {f"level-{n}": (n % 5, bool(n % 2)) for n in range(70)}
+    policy.declare(*levels)
+    for action, (level, alone) in levels.items():
+        # alternately a rule on the target alone and one that also reads the subject
+        when = target.level >= level
+        policy.allow(
+            action,
+            subject=User,
+            target=Document,
+            when=when if alone else when | (target.owner_id == subject.id),
+        )
+    authz = Authorizer(policy, db)
+    db.expunge_all()
+    rows = {d.id: (d.level, d.owner_id) for d in db.scalars(sa.select(Document))}
+    for user_id in (1, 2, 3):
+        db.expunge_all()
+        user = db.get(User, user_id)
+        docs = db.scalars(sa.select(Document).options(load_only(Document.id))).all()
+        with StatementCounter(engine) as counter:
+            got = authz.allowed_actions(user, list(docs), actions=list(levels))
+        assert counter.count == 1, counter.statements
+        want = {
+            doc_id: {
+                action
+                for action, (level, alone) in levels.items()
+                if (doc_level is not None and doc_level >= level)
+                or (not alone and owner_id == user_id)
+            }
+            for doc_id, (doc_level, owner_id) in rows.items()
+        }
+        assert got == want, user_id
+        assert any(len(actions) > 40 for actions in got.values())
