@@ -51,7 +51,7 @@ from bastion.rules.dsl import AttrExpr, as_rule
 from bastion.rules.nodes import ALLOW, And, Deferred, Or, PythonRule, Reroot, Rule, SqlRule
 from bastion.rules.reads import target_reads
 from bastion.rules.simplify import simplify
-from bastion.rules.to_python import Predicate, to_python
+from bastion.rules.to_python import SESSION_LOOKUP, Predicate, to_python
 from bastion.rules.to_sql import (
     ROW,
     SYMBOLIC,
@@ -138,9 +138,12 @@ class Plan:
     #: ``inputs.context_names``, hoisted so that ``Authorizer.check`` tests it with one attribute
     #: read (empty for most plans: the common check skips the context test altogether)
     required_context: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    #: the predicate's ``SESSION_LOOKUP`` (:mod:`bastion.rules.to_python`), if it has one
+    session_lookup: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "required_context", self.inputs.context_names)
+        object.__setattr__(self, "session_lookup", getattr(self.predicate, SESSION_LOOKUP, None))
 
 
 class Policy:

@@ -19,7 +19,9 @@ objects, ``check_in_database``, ``filter``), asserts that they agree and returns
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -579,6 +581,29 @@ def test_store_changes_are_seen_by_the_next_check_at_once(w: World, cached: bool
     assert authz.check(alice, "doc.read", doc)
     w.store.delete("group", "staff")
     assert not authz.check(alice, "doc.read", doc)
+
+
+def test_the_inlined_global_lookup_follows_the_store_and_pins_its_subjects(w: World) -> None:
+    """A global grant's check is made by ``Authorizer.check`` itself from the index of cached
+    grants, keyed by ``id(subject)``: store changes are seen at once, and an indexed subject is
+    kept alive (so its id cannot be reused by another object) until the index is dropped."""
+    s, authz = w.session, w.authz
+    assert policy.plan("reports.view", User, None).session_lookup is not None
+    alice = user(w, 1)
+    assert effective_grants(s, grants, alice) is not None  # cached: the inlined lookup applies
+    assert authz.check(alice, "reports.view") is False
+    w.store.grant(alice, permission="reports.view")
+    assert authz.check(alice, "reports.view") is True
+    w.store.revoke(alice, permission="reports.view")
+    assert authz.check(alice, "reports.view") is False
+    assert effective_grants(s, grants, alice) is not None
+    alive = weakref.ref(alice)
+    del alice
+    gc.collect()
+    assert alive() is not None  # indexed: pinned
+    s.commit()  # the index is dropped with the cache
+    gc.collect()
+    assert alive() is None
 
 
 def test_other_sessions_see_committed_changes(w: World) -> None:

@@ -147,6 +147,13 @@ def _read_slow(obj: Any, key: str) -> Any:
 #: (rules over stored grants). Not a Python identifier, so no caller's ``**context`` collides.
 SESSION_KEY = "bastion session"
 
+#: A predicate may carry this attribute, ``(info key, member)``: it then answers exactly
+#: ``member in session.info[info key][id(subject)].tokens`` whenever that lookup
+#: succeeds (and only falls back to its own work when it raises KeyError or AttributeError).
+#: ``Authorizer.check`` makes that lookup itself, without calling the predicate: a check of a
+#: stored grant after the subject's grants are cached (W5) is then one call, not two.
+SESSION_LOOKUP = "bastion_session_lookup"
+
 #: Set by ``AsyncAuthorizer`` while it tries a check without awaiting: anything that would
 #: query (e.g. loading a subject's stored grants) raises NotLoaded instead, and the check is
 #: then run again, awaited, through ``AsyncSession.run_sync``.
