@@ -54,8 +54,8 @@ __all__ = ["SESSION_KEY", "HasGrant", "holds_rule", "object_scope_type", "utcnow
 #: Constants written into the statements rather than bound: a subject's first check is one
 #: statement of four branches, and binding the ``1`` and ``''`` of every branch (16 of its 24
 #: parameters) cost more Python per execution than the query.
-_ONE = sa.literal_column("1")
-_EMPTY = sa.literal_column("''", sa.String())
+_ONE: ColumnElement[int] = sa.literal_column("1", sa.Integer())
+_EMPTY: ColumnElement[str] = sa.literal_column("''", sa.String())
 
 
 class utcnow(FunctionElement[datetime]):  # noqa: N801 - a SQL function name
