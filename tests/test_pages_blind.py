@@ -249,3 +249,53 @@ def test_more_actions_than_one_mask_column_holds(engine: Engine, db: Session) ->
         }
         assert got == want, user_id
         assert any(len(actions) > 40 for actions in got.values())
+
+
+class _KeyBase(sa.orm.DeclarativeBase):
+    pass
+
+
+class _Big(_KeyBase):
+    """Keys a page must pass intact: 64-bit and negative integers."""
+
+    __tablename__ = "page_keys_big"
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(
+        sa.BigInteger, primary_key=True, autoincrement=False
+    )
+    owner_id: sa.orm.Mapped[int | None]
+
+
+def test_page_keys_big_negative_duplicated_and_gone(engine: Engine, db: Session) -> None:
+    """The page's keys travel as one parameter (a JSON array on SQLite, an array literal on
+    PostgreSQL): 64-bit and negative keys come back as themselves, an object listed twice is
+    asked once, and a row deleted behind the session is denied, not an error."""
+    _KeyBase.metadata.create_all(engine)
+    try:
+        keys = [2**62 + 7, -(2**40), -1, 0, 1, 2**31, -(2**31) - 1]
+        with Session(engine) as setup:
+            setup.add_all(_Big(id=k, owner_id=1 if k % 2 else 2) for k in keys)
+            setup.commit()
+        policy = Policy()
+        policy.declare("big.own", "big.see")
+        policy.allow("big.own", subject=User, target=_Big, when=target.owner_id == subject.id)
+        policy.allow("big.see", subject=User, target=_Big, when=target.owner_id != None)  # noqa: E711
+        authz = Authorizer(policy, db)
+        user = db.get(User, 1)
+        page = db.scalars(sa.select(_Big).options(load_only(_Big.id))).all()
+        assert sorted(o.id for o in page) == sorted(keys)
+        with engine.begin() as conn:  # behind the session's back
+            conn.execute(sa.delete(_Big.__table__).where(_Big.__table__.c.id == -1))
+        for o in page:
+            db.expire(o)
+        with StatementCounter(engine) as counter:
+            got = authz.check_many(user, "big.own", [*page, page[0]])
+            both = authz.allowed_actions(user, list(page), actions=["big.own", "big.see"])
+        assert counter.count == 2, counter.statements
+        assert got == {k: k != -1 and k % 2 == 1 for k in keys}
+        assert both == {
+            k: set() if k == -1 else ({"big.own", "big.see"} if k % 2 else {"big.see"})
+            for k in keys
+        }
+    finally:
+        db.rollback()
+        _KeyBase.metadata.drop_all(engine)
