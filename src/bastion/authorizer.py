@@ -52,7 +52,7 @@ from bastion.errors import (
     UnmappedClass,
 )
 from bastion.policy import ALL_PERMISSIONS, Plan, Policy
-from bastion.rules.constructs import bitmap_friendly, key_in, per_dialect
+from bastion.rules.constructs import bitmap_friendly, key_in, per_dialect, subquery_free
 from bastion.rules.explain import Explanation, describe, explain_rule, register_explainer
 from bastion.rules.nodes import Or, SqlRule
 from bastion.rules.to_python import (
@@ -116,7 +116,14 @@ _IS_NONE = functools.partial(operator.is_, None)
 class Authorizer:
     """Answer ``check``/``authorize``/``filter`` for one policy through one session."""
 
-    def __init__(self, policy: Policy, session: Session, *, union_branches: bool = True) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        session: Session,
+        *,
+        union_branches: bool = True,
+        inline_loaded: bool = True,
+    ) -> None:
         if not isinstance(policy, Policy):
             raise InvalidArgument(f"Authorizer needs a Policy, got {policy!r}")
         self.policy = policy
@@ -127,6 +134,9 @@ class Authorizer:
         self._plans_by_type = policy.plans_by_type  # the same, nested, for check()
         #: compile a top-level OR to ``pk IN (branch UNION ALL branch ...)`` (index friendly)
         self.union_branches = union_branches
+        #: write a subject's loaded collections into the SQL as values, ``org_id IN (3, 7)``,
+        #: instead of a subquery over its relationship (``False``: always the subquery)
+        self.inline_loaded = inline_loaded
 
     @property
     def session(self) -> Session:
@@ -474,7 +484,8 @@ class Authorizer:
         dialect = self.session.get_bind(mapper=cls).dialect.name
         inputs = tuple(plan.inputs.key(subject, context) for plan in plans)
         cacheable = all(k is not None for k in inputs)
-        cache_key = ("page", cls, dialect, tuple(p.permission for p in plans), inputs)
+        permissions = tuple(p.permission for p in plans)
+        cache_key = ("page", cls, dialect, permissions, self.inline_loaded, inputs)
         cached = plans[0].sql_cache.get(cache_key) if cacheable else None
         if cached is not None:
             return cached  # type: ignore[no-any-return]
@@ -625,8 +636,7 @@ class Authorizer:
         branches = []
         for record in plan.rules:
             rule = self.policy.resolve_rule(record, permission)
-            env = SqlEnv(entity, subject, context, type(subject))
-            clause = sql_clause(compile_sql(rule, env))
+            clause = sql_clause(compile_sql(rule, self._env(entity, subject, context)))
             count = None
             if counts:
                 counted = sa.select(sa.func.count()).select_from(entity).where(clause)
@@ -713,7 +723,7 @@ class Authorizer:
         """Build the clause, or reuse the one built for equal inputs (clauses are immutable)."""
         key = plan.inputs.key(subject, context)
         if key is not None:
-            key = (entity, union, key)
+            key = (entity, union, self.inline_loaded, key)
             cached = plan.sql_cache.get(key)
             if cached is not None:
                 return cached  # type: ignore[no-any-return]
@@ -729,15 +739,14 @@ class Authorizer:
     def _clause(
         self, plan: Plan, entity: Any, subject: Any, context: Mapping[str, Any]
     ) -> ColumnElement[bool]:
-        env = SqlEnv(entity, subject, context, type(subject))
-        return sql_clause(compile_sql(plan.rule, env))
+        return sql_clause(compile_sql(plan.rule, self._env(entity, subject, context)))
 
     def _union_clause(
         self, rule: Or, entity: Any, subject: Any, context: Mapping[str, Any]
     ) -> ColumnElement[bool] | None:
         mapper = sa_inspect(entity).mapper
         branch_entity = scoped_alias(mapper, "branch", 0)
-        env = SqlEnv(branch_entity, subject, context, type(subject))
+        env = self._env(branch_entity, subject, context)
         branches = []
         for item in rule.items:
             value = compile_sql(item, env)
@@ -755,8 +764,15 @@ class Authorizer:
         if not all(bitmap_friendly(b, branch_entity) for b in branches):
             return key_in(left, union)
         # PostgreSQL ORs bitmap index scans over flat branches: the plain OR reads each row once
-        plain = sql_clause(compile_sql(rule, SqlEnv(entity, subject, context, type(subject))))
+        plain = sql_clause(compile_sql(rule, self._env(entity, subject, context)))
+        if all(subquery_free(b) for b in branches):
+            # no subquery at all (e.g. a loaded subject collection written in as values):
+            # SQLite answers the OR with one index per branch too (a subquery made it scan)
+            return plain
         return per_dialect(key_in(left, union), postgresql=plain)
+
+    def _env(self, entity: Any, subject: Any, context: Mapping[str, Any]) -> SqlEnv:
+        return SqlEnv(entity, subject, context, type(subject), inline_loaded=self.inline_loaded)
 
 
 def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:

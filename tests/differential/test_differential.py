@@ -13,7 +13,9 @@ For every generated example (a data set, two or three rules, context values) and
 ``check_many``    ``check_many`` on a page of documents without relationships (one statement
                   per class of the page);
 ``filter_union``  the document's id in ``filter(user, "p", select(Document.id))``, with the
-``filter_plain``  union-of-branches shape and without it (``union_branches=False``);
+``filter_plain``  union-of-branches shape and without it (``union_branches=False``), the
+                  users' loaded memberships written into the SQL as values;
+``filter_subqueries`` the same with subqueries over the memberships (``inline_loaded=False``);
 ``who_can``       the user's id in ``who_can("p", document)`` (skipped for rules that read a
                   subject property, which ``who_can`` refuses, as documented).
 
@@ -221,11 +223,17 @@ def assert_same_truths(
 def filter_answers(
     session: Session, users: list[User], policy: Policy, context: Mapping[str, Any]
 ) -> dict[str, Answers]:
-    """The documents ``filter`` keeps for each user, with and without the union shape."""
+    """The documents ``filter`` keeps for each user, with and without the union shape, and
+    with the users' loaded memberships written in as values (the default) or as subqueries."""
     ids = list(session.scalars(sa.select(Document.id)))
     found: dict[str, Answers] = {}
-    for name, union in (("filter_union", True), ("filter_plain", False)):
-        authz = Authorizer(policy, session, union_branches=union)
+    shapes = (
+        ("filter_union", True, True),
+        ("filter_plain", False, True),
+        ("filter_subqueries", True, False),
+    )
+    for name, union, inline in shapes:
+        authz = Authorizer(policy, session, union_branches=union, inline_loaded=inline)
         found[name] = {}
         for user in users:
             kept = set(session.scalars(authz.filter(user, "p", sa.select(Document.id), **context)))

@@ -160,16 +160,25 @@ def database_answers(
                 session.expire(doc)
                 with counter.at_most(1, "check on an expired document"):
                     found["sql_expired"][key] = authz.check(user, "p", doc, **context)
-        for shape, union in (("filter_union", True), ("filter_plain", False)):
-            found[shape] = filter_answers(session, users, policy, union, context)
+        for shape, union, inline in (
+            ("filter_union", True, True),
+            ("filter_plain", False, True),
+            ("filter_subqueries", True, False),
+        ):
+            found[shape] = filter_answers(session, users, policy, union, inline, context)
     return found
 
 
 def filter_answers(
-    session: Session, users: list[User], policy: Policy, union: bool, context: Mapping[str, Any]
+    session: Session,
+    users: list[User],
+    policy: Policy,
+    union: bool,
+    inline: bool,
+    context: Mapping[str, Any],
 ) -> Answers:
     """For each class ``C``: the rows of ``select(C.id)`` that ``filter`` keeps."""
-    authz = Authorizer(policy, session, union_branches=union)
+    authz = Authorizer(policy, session, union_branches=union, inline_loaded=inline)
     found: Answers = {}
     for name, cls in TARGETS.items():
         ids = list(session.scalars(sa.select(cls.id)))

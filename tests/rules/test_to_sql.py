@@ -59,7 +59,8 @@ def _assert_shape(stmt: sa.Select[Any], text: str, entity: Any) -> None:
 
 
 def sql(rule: object, dialect: str, subj: Any = ALICE, **context: Any) -> str:
-    return compiled(to_sql(as_rule(rule), Document, subj, context), dialect)
+    """The statement with subqueries over the subject's relationships (see test_inlined_*)."""
+    return compiled(to_sql(as_rule(rule), Document, subj, context, inline_loaded=False), dialect)
 
 
 @pytest.fixture(params=sorted(DIALECTS))
@@ -395,3 +396,42 @@ def test_literal_compare_of_two_values_folds() -> None:
     assert isinstance(
         to_sql(Compare(Literal(1), "<", Literal(2)), Document, ALICE), sa.sql.elements.True_
     )
+
+
+# -- a loaded subject collection is written in as values -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "where"),
+    [
+        (subject.memberships.any(it.org_id == target.org_id), "documents.org_id IN (1)"),
+        (
+            subject.memberships.any((it.org_id == target.org_id) & (it.role == "admin")),
+            "documents.org_id IN (1)",
+        ),
+        (subject.memberships.any((target.org_id == it.org_id) & (it.role == "member")), None),
+        (
+            (target.level > 1) | subject.memberships.any(it.org_id == target.org_id),
+            "documents.level > 1 OR documents.org_id IN (1)",
+        ),
+    ],
+)
+def test_inlined_loaded_collection(rule: object, where: str | None, dialect: str) -> None:
+    clause = to_sql(as_rule(rule), Document, ALICE, {})
+    if where is None:  # no member meets the condition: no row can match
+        assert isinstance(clause, sa.sql.elements.False_)
+    else:
+        assert compiled(clause, dialect) == SELECT + where
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ~subject.memberships.any(it.org_id == target.org_id),  # negative: NULLs would matter
+        subject.memberships.any((it.org_id == target.org_id) & (it.role == target.title)),
+        subject.memberships.any(it.org_id > target.org_id),  # not an equality
+    ],
+)
+def test_not_inlined_keeps_the_subquery(rule: object, dialect: str) -> None:
+    text = compiled(to_sql(as_rule(rule), Document, ALICE, {}), dialect)
+    assert "memberships" in text

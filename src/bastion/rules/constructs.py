@@ -133,6 +133,15 @@ def bitmap_friendly(clause: Any, entity: Any) -> bool:
     return all(bitmap_friendly(child, entity) for child in clause.get_children())
 
 
+def subquery_free(clause: Any) -> bool:
+    """Whether ``clause`` reads only its row's columns and bound values (no subquery at all):
+    every database can answer an OR of such branches with one index per branch (SQLite's
+    multi-index OR, PostgreSQL's bitmap OR)."""
+    if isinstance(clause, (KeyIn, Exists, ScalarSelect, SelectBase, FromClause)):
+        return False
+    return all(subquery_free(child) for child in clause.get_children())
+
+
 class RowsIn(ColumnElement[bool]):
     """``entity.key IN (select)``, where ``select`` lists keys of existing rows (see the module
     docstring). ``entity`` and ``entity_key`` are kept for the compiler that may skip the related

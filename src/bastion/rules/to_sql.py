@@ -142,6 +142,8 @@ class SqlEnv:
     extra: dict[str, Any] = field(default_factory=dict)
     #: "row mode" (who_can): the subject is a row of this entity, not a known instance
     subject_entity: Any = None
+    #: write a loaded subject collection's values into the SQL (see :func:`_inline_loaded`)
+    inline_loaded: bool = True
 
     @property
     def symbolic(self) -> bool:
@@ -225,13 +227,22 @@ def to_sql(
     context: Mapping[str, Any] | None = None,
     *,
     subject_type: type | None = None,
+    inline_loaded: bool = True,
 ) -> ColumnElement[bool]:
     """Compile ``rule`` to a boolean SQL expression over ``entity`` (a mapped class or alias).
 
     ``subject`` is the subject instance (its values are bound as parameters); the default
     :data:`SYMBOLIC` compiles with placeholder parameters, as registration does to validate a rule.
+    ``inline_loaded``: write the subject's loaded collections in as values (see
+    :func:`_inline_loaded`); False keeps the subqueries.
     """
-    env = SqlEnv(entity, subject, context or {}, subject_type or _type_of(subject))
+    env = SqlEnv(
+        entity,
+        subject,
+        context or {},
+        subject_type or _type_of(subject),
+        inline_loaded=inline_loaded,
+    )
     return sql_clause(compile_sql(rule, env))
 
 
@@ -252,6 +263,9 @@ class RuleInputs:
     context_names: tuple[str, ...]
     subject_identity: bool  #: the rule compares with / joins from the subject's primary key
     cacheable: bool = True  #: False when a node's SQL depends on more than these inputs
+    #: ``(relationship, attributes of its objects)`` per ``subject.<rel>.any(...)``: a loaded
+    #: collection's values are written into the SQL (:func:`_inline_loaded`), so they key it
+    subject_collections: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def key(self, subject: Any, context: Mapping[str, Any]) -> Hashable | None:
         """A hashable key of the inputs' values for this call, or None if one is unhashable."""
@@ -265,6 +279,13 @@ class RuleInputs:
         if self.subject_identity:
             state = sa_inspect(subject, raiseerr=False) if subject is not None else None
             values.append(None if state is None else state.key)
+        for name, attrs in self.subject_collections:
+            members = _loaded_members(subject, name)
+            values.append(
+                None
+                if members is None
+                else tuple(tuple(m.__dict__.get(a, _MISSING) for a in attrs) for m in members)
+            )
         key = tuple(values)
         try:
             hash(key)
@@ -288,6 +309,7 @@ def rule_inputs(rule: Rule) -> RuleInputs:
     names: dict[str, None] = {}
     identity = False
     cacheable = True
+    collections: dict[str, dict[str, None]] = {}
     stack = [rule]
     while stack:
         node = stack.pop()
@@ -299,7 +321,25 @@ def rule_inputs(rule: Rule) -> RuleInputs:
                 names[operand.name] = None
             elif isinstance(operand, Attr) and operand.scope == "subject":
                 attrs[operand.name] = None
-    return RuleInputs(tuple(attrs), tuple(names), identity, cacheable)
+        if isinstance(node, Related) and node.scope == "subject":
+            read = collections.setdefault(node.name, {})
+            read.update(dict.fromkeys(_it_attributes(node.where)))
+    return RuleInputs(
+        tuple(attrs),
+        tuple(names),
+        identity,
+        cacheable,
+        tuple((name, tuple(read)) for name, read in collections.items()),
+    )
+
+
+def _it_attributes(rule: Rule) -> list[str]:
+    """The attributes of ``it`` that ``rule`` reads (nested relationships included: a superset
+    is enough for a cache key)."""
+    found = [o.name for o in rule.operands() if isinstance(o, Attr) and o.scope == "it"]
+    for child in rule.children():
+        found += _it_attributes(child)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,6 +591,10 @@ def _subject_key(env: SqlEnv) -> tuple[Any, list[Any]]:
 def _related_from_subject(node: Related, env: SqlEnv) -> SqlValue:
     if env.subject is None:
         return False  # no subject, no related rows
+    if env.positive and env.inline_loaded and not env.symbolic and not env.row:
+        inlined = _inline_loaded(node, env)
+        if inlined is not None:
+            return inlined
     mapper, pk_values = _subject_key(env)
     me = scoped_alias(mapper, "subject", env.depth + 1)
     attr = _relationship(me, node.name)
@@ -575,6 +619,96 @@ def _related_from_subject(node: Related, env: SqlEnv) -> SqlValue:
     inner = exists_through(attr, related, body) if inner is None else inner
     stmt = sa.select(sa.literal(1)).select_from(me).where(pk_match, inner)
     return stmt.correlate_except(me).exists()
+
+
+#: the most objects a loaded subject collection may hold to be written into the SQL
+INLINE_MAX = 100
+#: rule nodes a collection's own condition may use to be decided in Python per object
+_INLINE_NODES = (Const, And, Or, Not, Compare, In, IsNull)
+_KEEP: dict[Rule, Any] = {}
+
+
+def _loaded_members(subject: Any, name: str) -> list[Any] | None:
+    """The objects of ``subject.<name>`` if that collection is loaded and holds at most
+    :data:`INLINE_MAX` of them, else None."""
+    loaded = getattr(subject, "__dict__", None)
+    if loaded is None or name not in loaded:
+        return None
+    members = loaded[name]
+    if not isinstance(members, (list, set, frozenset, tuple)) or len(members) > INLINE_MAX:
+        return None
+    return list(members)
+
+
+def _inline_loaded(node: Related, env: SqlEnv) -> SqlValue | None:
+    """``target.col IN (v1, v2, ...)`` for ``subject.<rel>.any(it.x == target.col & <cond>)``
+    when the subject's collection is loaded: its objects' ``x`` values (those meeting
+    ``<cond>``, decided in Python, NULLs left out) written into the statement instead of a
+    subquery. The filter then is as the subject's check sees it, and SQLite can answer an OR of
+    such branches with one index per branch (a subquery in an OR made it scan the table).
+    Positive polarity only (a NULL then makes no difference); None when the collection, or an
+    attribute an object needs, is not loaded, or ``<cond>`` reads more than the object, the
+    subject and the context. The values are part of the clause's cache key
+    (:attr:`RuleInputs.subject_collections`)."""
+    members = _loaded_members(env.subject, node.name)
+    if members is None:
+        return None
+    items = node.where.items if isinstance(node.where, And) else (node.where,)
+    for n, item in enumerate(items):
+        if not (isinstance(item, Compare) and item.op == "=="):
+            continue
+        it_attr, target_attr = item.left, item.right
+        if getattr(it_attr, "scope", None) != "it":
+            it_attr, target_attr = target_attr, it_attr
+        if not (
+            isinstance(it_attr, Attr)
+            and isinstance(target_attr, Attr)
+            and it_attr.scope == "it"
+            and target_attr.scope == "target"
+        ):
+            continue
+        rest = items[:n] + items[n + 1 :]
+        if not all(_about_it_only(r) for r in rest):
+            return None
+        keep = _keep_predicate(rest[0] if len(rest) == 1 else And(rest)) if rest else None
+        values: dict[Any, None] = {}
+        for member in members:
+            loaded = member.__dict__
+            if it_attr.name not in loaded:
+                return None
+            if keep is not None:
+                try:
+                    if keep(env.subject, None, env.context, member) is not True:
+                        continue
+                except Exception:  # noqa: BLE001 - not decidable in Python: keep the subquery
+                    return None
+            value = loaded[it_attr.name]
+            if value is not None:
+                values[value] = None
+        if not values:
+            return False
+        return getattr(env.entity("target"), target_attr.name).in_(list(values))  # type: ignore[no-any-return]
+    return None
+
+
+def _about_it_only(rule: Rule) -> bool:
+    """Does ``rule`` read only ``it``, the subject and the context, through plain nodes?"""
+    if not isinstance(rule, _INLINE_NODES):
+        return False
+    if any(isinstance(o, Attr) and o.scope == "target" for o in rule.operands()):
+        return False
+    return all(_about_it_only(child) for child in rule.children())
+
+
+def _keep_predicate(rule: Rule) -> Any:
+    found = _KEEP.get(rule)
+    if found is None:
+        from bastion.rules.to_python import to_python
+
+        if len(_KEEP) >= 256:
+            _KEEP.clear()
+        found = _KEEP[rule] = to_python(rule)
+    return found
 
 
 def _keyed_by_subject(attr: Any, related: Any, pk_by_column: dict[Any, Any]) -> Any:
