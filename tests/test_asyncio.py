@@ -229,6 +229,12 @@ async def test_filter_agrees_with_check_and_composes(
     plain = AsyncAuthorizer(authz.policy, async_session, union_branches=False)
     assert "UNION" not in str(plain.filter(alice, "read", Document))
     assert await ids(async_session, plain.filter(alice, "read", Document)) == {1, 2, 4, 5}
+    # alice's memberships are loaded: written in as values, or (inline_loaded=False) queried
+    subqueries = AsyncAuthorizer(authz.policy, async_session, inline_loaded=False)
+    for each, reads_memberships in ((authz, False), (subqueries, True)):
+        stmt = each.filter(alice, "read", Document)
+        assert ("memberships" in str(stmt)) is reads_memberships
+        assert await ids(async_session, stmt) == {1, 2, 4, 5}
 
 
 async def test_filter_with_context_and_cached_clauses(

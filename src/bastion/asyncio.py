@@ -40,14 +40,24 @@ class AsyncAuthorizer:
     """Answer ``check``/``authorize``/``filter``/... for one policy through an ``AsyncSession``."""
 
     def __init__(
-        self, policy: Policy, session: AsyncSession, *, union_branches: bool = True
+        self,
+        policy: Policy,
+        session: AsyncSession,
+        *,
+        union_branches: bool = True,
+        inline_loaded: bool = True,
     ) -> None:
         if not isinstance(session, AsyncSession):
             raise InvalidArgument(f"AsyncAuthorizer needs an AsyncSession, got {session!r}")
         self.policy = policy
         self.session = session
         #: the synchronous core, over the AsyncSession's own Session
-        self.sync = Authorizer(policy, session.sync_session, union_branches=union_branches)
+        self.sync = Authorizer(
+            policy,
+            session.sync_session,
+            union_branches=union_branches,
+            inline_loaded=inline_loaded,
+        )
 
     # checks ------------------------------------------------------------------------------
     async def check(

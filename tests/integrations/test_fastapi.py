@@ -420,6 +420,18 @@ def test_configuration_errors_are_raised_when_the_guard_is_built() -> None:
         Bastion("policy", get_subject=lambda: None, get_session=lambda: None)  # type: ignore[arg-type]
 
 
+def test_the_shape_options_reach_the_authorizers() -> None:
+    guards = Bastion(
+        policy,
+        get_subject=lambda: None,
+        get_session=lambda: None,
+        union_branches=False,
+        inline_loaded=False,
+    )
+    made = guards.authorizer_for(Session())
+    assert (made.union_branches, made.inline_loaded) == (False, False)
+
+
 @pytest.fixture
 async def options_app(async_engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """Guards with conceal=, context= and explain=False, on an AsyncSession."""

@@ -86,6 +86,7 @@ class Bastion:
         get_session: Callable[..., Any],
         explain: bool = False,
         union_branches: bool = True,
+        inline_loaded: bool = True,
     ) -> None:
         if not isinstance(policy, Policy):
             raise InvalidArgument(f"Bastion needs a Policy, got {policy!r}")
@@ -95,6 +96,7 @@ class Bastion:
         #: add the explanation's reason to 403 responses
         self.explain = explain
         self.union_branches = union_branches
+        self.inline_loaded = inline_loaded
 
         async def get_authorizer(**values: Any) -> Any:
             return self.authorizer_for(values[_SESSION])
@@ -119,8 +121,18 @@ class Bastion:
         if _is_async(session):
             from bastion.asyncio import AsyncAuthorizer
 
-            return AsyncAuthorizer(self.policy, session, union_branches=self.union_branches)
-        return Authorizer(self.policy, session, union_branches=self.union_branches)
+            return AsyncAuthorizer(
+                self.policy,
+                session,
+                union_branches=self.union_branches,
+                inline_loaded=self.inline_loaded,
+            )
+        return Authorizer(
+            self.policy,
+            session,
+            union_branches=self.union_branches,
+            inline_loaded=self.inline_loaded,
+        )
 
     # guards --------------------------------------------------------------------------------
     @overload
