@@ -131,6 +131,7 @@ class Suite:
             cfg.memory_users = 10_000
             # the database checks are a few ms per round: more of them steady the medians
             cfg.db_checks = 200
+            cfg.flat_checks = 100
             cfg.rounds = self.rounds(5)
         return w5_grants.run(tmp, cfg)
 
