@@ -108,9 +108,6 @@ _PAGE_KEYS = "bastion_page_keys"
 #: the actions per mask column of a page statement (bit i: action i; a 32-bit integer)
 _MASK_BITS = 30
 #: the whole-page helpers read these with ``map`` (C loops over a page, not Python ones)
-_IDENTITY = operator.attrgetter("key")
-_DICT = operator.attrgetter("__dict__")
-_IS_NONE = functools.partial(operator.is_, None)
 
 
 class Authorizer:
@@ -355,15 +352,7 @@ class Authorizer:
         result: dict[Any, int],
     ) -> None:
         """Decide the objects of one class (by index in the page) in Python, as far as loaded."""
-        blind = page.blind_keys
-        if blind is not None and isinstance(members, range) and _all_blind(blind, items, states):
-            # the usual page of unloaded rows, all of one class: one verdict for all of them
-            mask = page.blind_verdict(subject, items[0], context)
-            if mask:
-                result.update(dict.fromkeys(keys, mask))
-            if page.blind_asked:
-                page.blind.update(dict.fromkeys(keys))
-            return
+        blind = page.blind_keys  # (a page all blind, of one class, took _blind_page instead)
         for i in members:
             obj, state, key = items[i], states[i], keys[i]
             if blind is not None and state.key is not None and blind.isdisjoint(obj.__dict__):
@@ -847,7 +836,7 @@ def _states_of(items: list[Any]) -> list[Any]:
 
 
 def _blind_keys_of(items: list[Any], blind: frozenset[str]) -> list[Any] | None:
-    """The keys of ``items`` if each is persistent, has a one-column key and none of ``blind``
+    """The keys of ``items`` (see :func:`_key_of`) if each is persistent with none of ``blind``
     loaded, else None (one pass: see :meth:`Authorizer._blind_page`)."""
     keys: list[Any] = []
     append = keys.append
@@ -857,18 +846,11 @@ def _blind_keys_of(items: list[Any], blind: frozenset[str]) -> list[Any] | None:
             ident = instance_state(obj).key
         except AttributeError:
             return None  # not mapped: the general path says so
-        if ident is None or len(ident[1]) != 1 or not unloaded(obj.__dict__):
+        if ident is None or not unloaded(obj.__dict__):
             return None
-        append(ident[1][0])
+        values = ident[1]
+        append(values[0] if len(values) == 1 else tuple(values))
     return keys
-
-
-def _all_blind(blind: frozenset[str], items: list[Any], states: list[Any]) -> bool:
-    """Are all objects persistent with none of ``blind`` loaded (C-level maps, no Python per
-    object: this test runs on every object of a page)?"""
-    return not any(map(_IS_NONE, map(_IDENTITY, states))) and all(
-        map(blind.isdisjoint, map(_DICT, items))
-    )
 
 
 def _keys_of(states: list[Any], items: list[Any]) -> list[Any]:

@@ -80,9 +80,9 @@ _CACHE_KEY = "bastion.effective_grants"
 #: identity key tuple. The subjects are kept alive by :data:`_ALIVE_KEY` while indexed, so an
 #: id is never reused for another object. Dropped after every flush: a flush may change a
 #: subject's key.
-_BY_STATE_KEY = "bastion.effective_grants.by_object."
+_BY_OBJECT_KEY = "bastion.effective_grants.by_object."
 #: ``session.info`` key (with the prefix above, so dropped with the indexes): ``{id: subject}``
-_ALIVE_KEY = _BY_STATE_KEY + "alive"
+_ALIVE_KEY = _BY_OBJECT_KEY + "alive"
 #: ``session.info`` key: ``{(id(models), identity key)}``, subjects asked once with an EXISTS
 _ASKED_KEY = "bastion.effective_grants.asked"
 _NO_SCOPES: frozenset[tuple[str, str, str]] = frozenset()
@@ -255,13 +255,13 @@ def _cache(session: Session, models: GrantModels) -> dict[Any, EffectiveGrants]:
     return caches.setdefault(id(models), {})
 
 
-def _by_state(session: Session, models: GrantModels) -> dict[Any, EffectiveGrants]:
+def _by_object(session: Session, models: GrantModels) -> dict[Any, EffectiveGrants]:
     found: dict[Any, EffectiveGrants] = session.info.setdefault(_index_key(models), {})
     return found
 
 
 def _index_key(models: GrantModels) -> str:
-    return f"{_BY_STATE_KEY}{id(models)}"
+    return f"{_BY_OBJECT_KEY}{id(models)}"
 
 
 def effective_grants(session: Session, models: GrantModels, subject: Any) -> EffectiveGrants | None:
@@ -279,26 +279,26 @@ def effective_grants(session: Session, models: GrantModels, subject: Any) -> Eff
         if found is None:
             return None
         cache[state.key] = found
-    _by_state(session, models)[id(subject)] = found
+    _by_object(session, models)[id(subject)] = found
     session.info.setdefault(_ALIVE_KEY, {})[id(subject)] = subject
     return found
 
 
 def forget_grants(session: Session) -> None:
     """Drop the cached effective grants of every subject in ``session``."""
-    _forget_states(session)
+    _forget_indexes(session)
     session.info.pop(_CACHE_KEY, None)
     session.info.pop(_ASKED_KEY, None)
 
 
-def _forget_states(session: Session, *args: Any) -> None:
-    for key in [k for k in session.info if isinstance(k, str) and k.startswith(_BY_STATE_KEY)]:
+def _forget_indexes(session: Session, *args: Any) -> None:
+    for key in [k for k in session.info if isinstance(k, str) and k.startswith(_BY_OBJECT_KEY)]:
         del session.info[key]
 
 
 for _event in ("after_commit", "after_rollback", "after_soft_rollback"):
     sa.event.listen(Session, _event, lambda session, *args: forget_grants(session))
-sa.event.listen(Session, "after_flush", _forget_states)
+sa.event.listen(Session, "after_flush", _forget_indexes)
 
 
 def _ask(
@@ -378,7 +378,7 @@ def _uncached(node: HasGrant, scope_of: _ScopeReader) -> _Check:
 @register_python(HasGrant)
 def _has_grant_python(node: HasGrant) -> Predicate:
     """A set lookup in the cached grants. The hot path is one chain of dict lookups keyed by
-    ``id(subject)`` (no ``sqlalchemy.inspect``, no tuple key: see ``_BY_STATE_KEY``); any miss
+    ``id(subject)`` (no ``sqlalchemy.inspect``, no tuple key: see ``_BY_OBJECT_KEY``); any miss
     (no session, no cache yet, an unmapped subject) takes the general path."""
     # interned: the cached sets hold interned tokens, so the lookup matches by identity
     token, index = sys.intern(node.permission), _index_key(node.models)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
@@ -85,7 +85,7 @@ from bastion.rules.nodes import (
     Same,
     SqlRule,
 )
-from bastion.rules.to_python import OPERATORS, in_3vl
+from bastion.rules.to_python import OPERATORS, in_3vl, to_python
 
 __all__ = [
     "ROW",
@@ -653,21 +653,7 @@ def _inline_loaded(node: Related, env: SqlEnv) -> SqlValue | None:
     members = _loaded_members(env.subject, node.name)
     if members is None:
         return None
-    items = node.where.items if isinstance(node.where, And) else (node.where,)
-    for n, item in enumerate(items):
-        if not (isinstance(item, Compare) and item.op == "=="):
-            continue
-        it_attr, target_attr = item.left, item.right
-        if getattr(it_attr, "scope", None) != "it":
-            it_attr, target_attr = target_attr, it_attr
-        if not (
-            isinstance(it_attr, Attr)
-            and isinstance(target_attr, Attr)
-            and it_attr.scope == "it"
-            and target_attr.scope == "target"
-        ):
-            continue
-        rest = items[:n] + items[n + 1 :]
+    for it_attr, target_attr, rest in _it_target_equalities(node):
         if not all(_about_it_only(r) for r in rest):
             return None
         keep = _keep_predicate(rest[0] if len(rest) == 1 else And(rest)) if rest else None
@@ -703,8 +689,6 @@ def _about_it_only(rule: Rule) -> bool:
 def _keep_predicate(rule: Rule) -> Any:
     found = _KEEP.get(rule)
     if found is None:
-        from bastion.rules.to_python import to_python
-
         if len(_KEEP) >= 256:
             _KEEP.clear()
         found = _KEEP[rule] = to_python(rule)
@@ -728,6 +712,27 @@ def _keyed_by_subject(attr: Any, related: Any, pk_by_column: dict[Any, Any]) -> 
     )
 
 
+def _it_target_equalities(
+    node: Related,
+) -> Iterator[tuple[Attr, Attr, tuple[Rule, ...]]]:
+    """Each ``it.x == target.y`` (either way round) among the ANDed items of ``node.where``:
+    ``(it.x, target.y, the other items)``."""
+    items = node.where.items if isinstance(node.where, And) else (node.where,)
+    for n, item in enumerate(items):
+        if not (isinstance(item, Compare) and item.op == "=="):
+            continue
+        left, right = item.left, item.right
+        if isinstance(right, Attr) and right.scope == "it":
+            left, right = right, left
+        if (
+            isinstance(left, Attr)
+            and isinstance(right, Attr)
+            and left.scope == "it"
+            and right.scope == "target"
+        ):
+            yield left, right, items[:n] + items[n + 1 :]
+
+
 def _as_in(
     node: Related,
     env: SqlEnv,
@@ -739,24 +744,12 @@ def _as_in(
 ) -> SqlValue | None:
     """``target.col IN (SELECT it.col ...)`` when the inner rule equates a related and a target
     column (positive polarity only: NULLs then make no difference)."""
-    items = node.where.items if isinstance(node.where, And) else (node.where,)
-    for n, item in enumerate(items):
-        if not (isinstance(item, Compare) and item.op == "=="):
-            continue
-        sides = {
-            getattr(item.left, "scope", None): item.left,
-            getattr(item.right, "scope", None): item.right,
-        }
-        if set(sides) != {"it", "target"}:
-            continue
-        rest = And(items[:n] + items[n + 1 :]) if len(items) > 1 else None
+    for it_attr, target_attr, others in _it_target_equalities(node):
+        rest = And(others) if others else None
         inner_env = replace(env, it=related, positive=True, depth=env.depth + 1)
         where = compile_sql(rest, inner_env) if rest is not None else True
         if where is False or where is None:
             return False
-        it_attr, target_attr = sides["it"], sides["target"]
-        assert isinstance(it_attr, Attr)
-        assert isinstance(target_attr, Attr)
         column = getattr(related, it_attr.name)
         if keyed is not None:  # the related rows by their foreign key: no join
             sub = sa.select(column).where(keyed)
