@@ -299,3 +299,27 @@ def test_page_keys_big_negative_duplicated_and_gone(engine: Engine, db: Session)
     finally:
         db.rollback()
         _KeyBase.metadata.drop_all(engine)
+
+
+def test_an_unflushed_key_change_is_answered_under_the_identity_key(
+    engine: Engine, db: Session
+) -> None:
+    """A blind page reads each object's key from the object itself, except for an object with
+    unflushed changes: a key changed in memory (autoflush off) is not in the database yet, so
+    the object is answered under its identity key, as ``check`` asks the database for it."""
+    authz = Authorizer(_policy(), db)
+    user = db.get(User, 2)
+    assert user is not None
+    with db.no_autoflush:
+        keys_only = sa.select(Document).options(load_only(Document.id)).order_by(Document.id)
+        docs = list(db.scalars(keys_only))
+        moved = docs[1]
+        moved.id = 1000
+        assert db.is_modified(moved)
+        with StatementCounter(engine) as counter:
+            got = authz.check_many(user, "edit", docs)
+        assert counter.count == 1, counter.statements
+        assert list(got) == list(range(1, 41))
+        assert got == {n: authz.check(user, "edit", d) for n, d in enumerate(docs, start=1)}
+        assert got[2] is True  # document 2 is user 2's (owner_id = n % 4 -> 2)
+    db.rollback()

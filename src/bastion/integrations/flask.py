@@ -548,15 +548,15 @@ def can(permission: Hashable, obj: Any = None, /, **context: Any) -> bool:
 def allowed_actions(
     objects: Any, actions: Iterable[Hashable] | None = None, /, **context: Any
 ) -> Any:
-    """The permissions the subject holds on ``objects``: a set for one object, ``{primary key:
-    set}`` for a list (one query per class for the whole page); ``actions`` defaults to every
-    permission with rules for the objects' classes. Remembered for :func:`can`."""
+    """The permissions the subject holds on ``objects``: a frozenset for one object, ``{primary
+    key: frozenset}`` for a list (one query per class for the whole page); ``actions`` defaults
+    to every permission with rules for the objects' classes. Remembered for :func:`can`."""
     single = sa_inspect(objects, raiseerr=False) is not None
     items = [objects] if single else list(objects)
     extension = _extension()
     subject = extension.subject()
     if subject is None:
-        return set() if single else {_identity(o): set() for o in items}
+        return frozenset() if single else dict.fromkeys(map(_identity, items), frozenset())
     policy = extension.required_policy()
     if actions is None:
         types = {type(o) for o in items}
