@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.sql import Select
 from sqlalchemy.sql import util as sql_util
-from sqlalchemy.sql.elements import ColumnElement, True_
+from sqlalchemy.sql.elements import BooleanClauseList, ColumnElement, Grouping, True_
 
 from bastion.enforcement import INTERNAL, mark_authorized
 from bastion.errors import (
@@ -347,8 +347,9 @@ class Authorizer:
         if not page.blind_asked:
             return dict.fromkeys(keys, bool(verdict) if as_bool else verdict)
         wanted = sorted(page.blind_asked)
-        statement, width, encode = self._page_statement(subject, cls, page, wanted, context)
-        rows = self._execute_page(cls, statement, encode(keys))
+        query = self._page_statement(subject, cls, page, wanted, context)
+        width = query.width
+        rows = self._execute_page(cls, query.statement, query.encode(keys))
         result: dict[Any, Any] = dict.fromkeys(keys, False if as_bool else verdict)
         if len(wanted) == 1:  # the rows are the allowed keys, nothing else
             value = True if as_bool else verdict | 1 << wanted[0]
@@ -360,7 +361,7 @@ class Authorizer:
         masks: dict[int, int] = {}  # a row's mask (bit i: wanted[i]) -> the page's mask
         pairs = (
             rows  # (key, mask): the usual page, read as is
-            if width == 1 and len(wanted) <= _MASK_BITS
+            if width == 1 and len(query.branch_actions) <= _MASK_BITS
             else (
                 (row[0] if width == 1 else tuple(row[:width]), _row_mask(row, width))
                 for row in rows
@@ -370,7 +371,7 @@ class Authorizer:
             if key in result:
                 mask = masks.get(found)
                 if mask is None:
-                    mask = masks[found] = verdict | _spread(found, wanted)
+                    mask = masks[found] = verdict | _spread(query.actions_of(found), wanted)
                 result[key] = mask
         return result
 
@@ -452,15 +453,17 @@ class Authorizer:
         result: dict[Any, int],
     ) -> None:
         """One query for the undecided objects of one class. It returns only the allowed
-        objects: their keys and, when several actions are asked, one integer column whose bit
-        ``i`` says ``wanted[i]`` is allowed (fewer rows and columns to read than a boolean column
-        per action: for a page of 200, reading the rows cost more than running the query)."""
-        statement, width, encode = self._page_statement(subject, cls, page, wanted, context)
+        objects: their keys and, when several actions are asked, one integer column of the
+        branches that hold (:meth:`_page_statement`; fewer rows and columns to read than a
+        boolean column per action: for a page of 200, reading the rows cost more than running
+        the query)."""
+        query = self._page_statement(subject, cls, page, wanted, context)
+        width = query.width
         asked = [page.keys_for(n) for n in wanted]
         first = asked[0]
         same = all(keys is first or keys.keys() == first.keys() for keys in asked)
         keys = first if same else dict.fromkeys(k for ks in asked for k in ks)
-        rows = self._execute_page(cls, statement, encode(list(keys)))
+        rows = self._execute_page(cls, query.statement, query.encode(list(keys)))
         bits = [1 << n for n in wanted]
         # bit i of a row's mask is wanted[i]: the action masks of the few distinct row masks
         masks: dict[int, int] = {}
@@ -473,7 +476,7 @@ class Authorizer:
             found = 1 if len(bits) == 1 else _row_mask(row, width)
             mask = masks.get(found)
             if mask is None:
-                mask = masks[found] = _spread(found, wanted)
+                mask = masks[found] = _spread(query.actions_of(found), wanted)
             if not same:  # some actions were decided in Python for some objects: keep those
                 mask = sum(b for b, ks in zip(bits, asked, strict=True) if b & mask and key in ks)
             result[key] = had | mask
@@ -493,11 +496,18 @@ class Authorizer:
         page: _ClassPage,
         wanted: list[int],
         context: Mapping[str, Any],
-    ) -> tuple[Select[Any], int, Callable[[list[Any]], Any]]:
-        """``SELECT pk[, mask] WHERE pk IN (:keys) AND (<rule 0> OR <rule 1> ...)``, the mask
-        ``CASE WHEN <rule i> THEN 2^i ELSE 0 END + ...`` (only TRUE counts, as in a filter),
-        built once per (class, actions, rule inputs, dialect) and reused: the keys are its only
-        parameter, so SQLAlchemy neither rebuilds it nor recomputes its cache key."""
+    ) -> _PageQuery:
+        """``SELECT pk[, mask] WHERE pk IN (:keys) AND (<branch> OR <branch> ...)``, built once
+        per (class, actions, rule inputs, dialect) and reused: the keys are its only parameter,
+        so SQLAlchemy neither rebuilds it nor recomputes its cache key.
+
+        The branches are the actions' rules split at their top-level ``OR``, each distinct
+        branch once (read = public OR owner OR member and comment = owner OR member share two).
+        With several actions the mask is ``CASE WHEN <branch j> THEN 2^j ELSE 0 END + ...``
+        (only TRUE counts, as in a filter), and an action is allowed when one of its branches
+        is: :meth:`_PageQuery.actions_of`. A shared branch with a subquery is then run once
+        where it ran once per action (for four W6 actions, 4 subqueries instead of 6: the
+        query took 12 % less)."""
         plans = [page.plans[n] for n in wanted]
         dialect = self.session.get_bind(mapper=cls).dialect.name
         inputs = tuple(plan.inputs.key(subject, context) for plan in plans)
@@ -510,22 +520,23 @@ class Authorizer:
         mapper: Any = sa_inspect(cls)
         pk = [getattr(cls, mapper.get_property_by_column(c).key) for c in mapper.primary_key]
         clauses = [self._cached_clause(p, cls, subject, context, union=False) for p in plans]
+        branches, actions = _distinct_branches(clauses)
         columns: list[Any] = list(pk)
-        if len(clauses) > 1:  # one integer column per 30 actions (within a 32-bit integer)
-            for start in range(0, len(clauses), _MASK_BITS):
-                chunk = clauses[start : start + _MASK_BITS]
+        if len(clauses) > 1:  # one integer column per 30 branches (within a 32-bit integer)
+            for start in range(0, len(branches), _MASK_BITS):
+                chunk = branches[start : start + _MASK_BITS]
                 terms = [
                     sa.case((c, sa.literal_column(str(1 << i))), else_=sa.literal_column("0"))
                     for i, c in enumerate(chunk)
                 ]
                 columns.append(functools.reduce(operator.add, terms).label(f"bastion_mask_{start}"))
         statement, encode = _select_keys(cls, pk, columns, dialect)
-        statement = statement.where(sa.or_(*clauses))
+        statement = statement.where(sa.or_(*branches))
         # the rows are read by position: SQLAlchemy need not map the cached compilation's
         # columns onto this statement's (the ORM sets the same option for its own statements;
         # for a page that mapping cost a tenth of the call, comparing Column objects)
         options = {INTERNAL: True, "_result_disable_adapt_to_context": True}
-        built = (statement.execution_options(**options), len(pk), encode)
+        built = _PageQuery(statement.execution_options(**options), len(pk), encode, actions)
         if cacheable:
             _remember(plans[0].sql_cache, cache_key, built)
         return built
@@ -919,6 +930,68 @@ def _key_attribute(cls: type) -> str | None:
     return name
 
 
+@dataclass(frozen=True)
+class _PageQuery:
+    """A page statement (:meth:`Authorizer._page_statement`) and how to read its rows."""
+
+    statement: Select[Any]
+    width: int  #: the key's columns, first in a row
+    encode: Callable[[list[Any]], Any]  #: the keys as the statement's one parameter
+    #: per branch of the mask, the actions (bit i: the i-th asked) it allows
+    branch_actions: tuple[int, ...]
+
+    def actions_of(self, found: int) -> int:
+        """The actions (bit i: the i-th asked) allowed by a row whose mask is ``found`` (bit
+        j: branch j holds)."""
+        found = int(found)
+        out = 0
+        for j, actions in enumerate(self.branch_actions):
+            if found >> j & 1:
+                out |= actions
+        return out
+
+
+def _distinct_branches(clauses: list[Any]) -> tuple[list[Any], tuple[int, ...]]:
+    """The distinct top-level ``OR`` branches of the clauses, and per branch the clauses (bit
+    i: clause i) that have it. Two branches are the same when SQLAlchemy's cache keys say so
+    (the structure its statement cache relies on) and their bound values are equal; a branch
+    without a cache key is never merged."""
+    branches: list[Any] = []
+    owners: list[int] = []
+    identities: list[Any] = []
+    for i, clause in enumerate(clauses):
+        for branch in _or_branches(clause):
+            identity = _branch_identity(branch)
+            for j, seen in enumerate(identities):
+                if identity is not None and seen == identity:
+                    owners[j] |= 1 << i
+                    break
+            else:
+                branches.append(branch)
+                owners.append(1 << i)
+                identities.append(identity)
+    return branches, tuple(owners)
+
+
+def _branch_identity(branch: Any) -> Any:
+    """What makes two branches the same SQL: the cache key's structure and the bound values in
+    its order (None: SQLAlchemy cannot key it)."""
+    key = branch._generate_cache_key()
+    if key is None:
+        return None
+    values = [(type(b.effective_value), b.effective_value) for b in key.bindparams]
+    return key.key, values
+
+
+def _or_branches(clause: Any) -> list[Any]:
+    inner = clause
+    while isinstance(inner, Grouping):
+        inner = inner.element
+    if isinstance(inner, BooleanClauseList) and inner.operator is operator.or_:
+        return list(inner.clauses)
+    return [clause]
+
+
 def _row_mask(row: Any, width: int) -> int:
     """A page row's action mask (bit i: the i-th action asked), from its mask columns."""
     if len(row) == width + 1:
@@ -927,8 +1000,7 @@ def _row_mask(row: Any, width: int) -> int:
 
 
 def _spread(found: int, wanted: list[int]) -> int:
-    """A row mask (bit i: ``wanted[i]``) as a page mask (bit ``wanted[i]``)."""
-    found = int(found)
+    """A mask of the asked actions (bit i: ``wanted[i]``) as a page mask (bit ``wanted[i]``)."""
     return sum(1 << n for i, n in enumerate(wanted) if found >> i & 1)
 
 
