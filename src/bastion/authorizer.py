@@ -255,7 +255,7 @@ class Authorizer:
     ) -> dict[Any, bool]:
         """``{primary key: allowed}`` for every object (a composite key is a tuple). Objects whose
         rule inputs are loaded are decided in Python; the rest with one query per class."""
-        return self._page(subject, [permission], objects, context, as_bool=True)
+        return self._page(subject, [permission], objects, context, bool)
 
     def allowed_actions(
         self,
@@ -275,7 +275,7 @@ class Authorizer:
         if actions is None:
             actions = self._actions_for(subject, items)
         actions = list(actions)
-        result = _action_sets(actions, self._page(subject, actions, items, context))
+        result = self._page(subject, actions, items, context, _action_set_namer(actions))
         return result[_primary_key(objects)] if single else result
 
     def _actions_for(self, subject: Any, items: list[Any]) -> list[Hashable]:
@@ -292,11 +292,10 @@ class Authorizer:
         actions: list[Hashable],
         objects: Iterable[Any],
         context: dict[str, Any],
-        *,
-        as_bool: bool = False,
+        name: Callable[[int], Any],
     ) -> dict[Any, Any]:
-        """``{key: mask}`` (bit ``n``: ``actions[n]`` is allowed), in page order; with
-        ``as_bool`` (one action), ``{key: allowed}``. Loaded and new objects are decided in
+        """``{key: name(mask)}`` (bit ``n`` of a mask: ``actions[n]`` is allowed), in page
+        order; ``name`` is called once per distinct mask. Loaded and new objects are decided in
         Python, the rest with one query per class.
 
         A page of 200 unloaded objects spent more time here than in its query: the states, keys
@@ -306,7 +305,7 @@ class Authorizer:
         context[SESSION_KEY] = self.session
         items = objects if isinstance(objects, list) else list(objects)
         if items:
-            fast = self._blind_page(subject, actions, items, context, as_bool)
+            fast = self._blind_page(subject, actions, items, context, name)
             if fast is not None:
                 return fast
         states = _states_of(items)
@@ -321,7 +320,8 @@ class Authorizer:
             wanted = page.asked()
             if wanted:
                 self._page_in_database(subject, cls, page, wanted, context, result)
-        return dict(zip(result, map(bool, result.values()), strict=True)) if as_bool else result
+        named = {mask: name(mask) for mask in set(result.values())}
+        return dict(zip(result, map(named.__getitem__, result.values()), strict=True))
 
     def _blind_page(
         self,
@@ -329,7 +329,7 @@ class Authorizer:
         actions: list[Hashable],
         items: list[Any],
         context: dict[str, Any],
-        as_bool: bool,
+        name: Callable[[int], Any],
     ) -> dict[Any, Any] | None:
         """The usual page, stored rows of one class none of whose rule inputs is loaded: one
         pass over the objects (each read once: for 200 objects, every further pass cost as much
@@ -345,20 +345,20 @@ class Authorizer:
             return None
         verdict = page.blind_verdict(subject, items[0], context)
         if not page.blind_asked:
-            return dict.fromkeys(keys, bool(verdict) if as_bool else verdict)
+            return dict.fromkeys(keys, name(verdict))
         wanted = sorted(page.blind_asked)
         query = self._page_statement(subject, cls, page, wanted, context)
         width = query.width
         rows = self._execute_page(cls, query.statement, query.encode(keys))
-        result: dict[Any, Any] = dict.fromkeys(keys, False if as_bool else verdict)
+        result: dict[Any, Any] = dict.fromkeys(keys, name(verdict))
         if len(wanted) == 1:  # the rows are the allowed keys, nothing else
-            value = True if as_bool else verdict | 1 << wanted[0]
+            value = name(verdict | 1 << wanted[0])
             allowed = (row[0] for row in rows) if width == 1 else (tuple(row) for row in rows)
             for key in allowed:
                 if key in result:  # (not a key asked for, e.g. matched by a collation: skip)
                     result[key] = value
             return result
-        masks: dict[int, int] = {}  # a row's mask (bit i: wanted[i]) -> the page's mask
+        masks: dict[int, Any] = {}  # a row's mask (bit j: branch j) -> the named answer
         pairs = (
             rows  # (key, mask): the usual page, read as is
             if width == 1 and len(query.branch_actions) <= _MASK_BITS
@@ -371,7 +371,8 @@ class Authorizer:
             if key in result:
                 mask = masks.get(found)
                 if mask is None:
-                    mask = masks[found] = verdict | _spread(query.actions_of(found), wanted)
+                    mask = verdict | _spread(query.actions_of(found), wanted)
+                    mask = masks[found] = name(mask)
                 result[key] = mask
         return result
 
@@ -1036,15 +1037,15 @@ def _class_groups(items: list[Any], keys: list[Any]) -> dict[type, range | list[
     return dict(groups)
 
 
-def _action_sets(actions: list[Hashable], masks: dict[Any, int]) -> dict[Any, frozenset[Hashable]]:
-    """``{key: frozenset of actions}`` from :meth:`Authorizer._page`'s masks: each distinct mask
-    is named once and its frozenset shared by the keys that have it (a set per key, copied for
-    the caller to change, cost a fifth of a page of 200)."""
-    named = {
-        mask: frozenset(a for n, a in enumerate(actions) if mask >> n & 1)
-        for mask in set(masks.values())
-    }
-    return dict(zip(masks, map(named.__getitem__, masks.values()), strict=True))
+def _action_set_namer(actions: list[Hashable]) -> Callable[[int], frozenset[Hashable]]:
+    """A page mask as the frozenset of its actions, for :meth:`Authorizer._page` (which names
+    each distinct mask once: the keys with equal masks share one frozenset; a set per key,
+    copied for the caller to change, cost a fifth of a page of 200)."""
+
+    def name(mask: int) -> frozenset[Hashable]:
+        return frozenset(a for n, a in enumerate(actions) if mask >> n & 1)
+
+    return name
 
 
 @dataclass
