@@ -377,3 +377,41 @@ def test_actions_sharing_branches_run_each_branch_once(engine: Engine, db: Sessi
         assert mask.count("FROM memberships") == 2, statement
     assert any(truth.values())
     assert not all(truth.values())
+
+
+def test_single_database_checks_reuse_one_statement_per_subject(
+    engine: Engine, db: Session
+) -> None:
+    """``check`` on an object whose rule inputs are not loaded asks the database with a
+    statement built once per (class, subject's rule inputs): the target's key is its parameter
+    (one column or several), so checking more objects adds no statement, and two subjects never
+    share one."""
+    policy = _policy()
+    authz = Authorizer(policy, db)
+    truth = _truth(authz, db)
+    users = {u.id: u for u in db.scalars(sa.select(User))}
+    docs = db.scalars(sa.select(Document).order_by(Document.id)).all()
+    seats = db.scalars(sa.select(Seat)).all()
+
+    def exists_statements() -> list[Any]:
+        return [
+            value
+            for plan in policy.plans_by_call_key.values()
+            for key, value in plan.sql_cache.items()
+            if isinstance(key, tuple) and key[:1] == ("exists",)
+        ]
+
+    for round_ in range(2):
+        for user_id, user in users.items():
+            for target, action, key in [
+                *((d, "edit", d.id) for d in docs[:12]),
+                *((s, "seat", (s.org_id, s.number)) for s in seats),
+            ]:
+                db.expire(target)
+                with StatementCounter(engine) as counter:
+                    got = authz.check(user, action, target)
+                assert counter.count == 1, counter.statements
+                assert got == (action in truth[user_id, key]), (user_id, action, key)
+        # per subject: one statement for Document "edit", one for Seat "seat"
+        assert len(exists_statements()) == 2 * len(users), round_
+    assert len({id(s) for s in exists_statements()}) == 2 * len(users)

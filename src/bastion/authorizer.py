@@ -105,6 +105,8 @@ _SelectT = TypeVar("_SelectT", bound="Select[Unpack[tuple[Any, ...]]]")
 _CACHE_SIZE = 512
 #: the one bound parameter of a page statement: the keys of the objects it decides
 _PAGE_KEYS = "bastion_page_keys"
+#: the parameters of a single check's statement: the target's key, column by column
+_ONE_KEY = "bastion_key_"
 #: the actions per mask column of a page statement (bit i: action i; a 32-bit integer)
 _MASK_BITS = 30
 #: the whole-page helpers read these with ``map`` (C loops over a page, not Python ones)
@@ -545,25 +547,46 @@ class Authorizer:
     def check_in_database(
         self, plan: Plan, subject: Any, target: Any, context: Mapping[str, Any]
     ) -> bool:
-        """Answer a check with one ``SELECT EXISTS`` (used when the Python path lacks data)."""
-        if target is None:
-            clause = self._cached_clause(plan, None, subject, context, union=False)
-            return bool(self._execute(sa.select(clause)).scalar())
-        state = sa_inspect(target)
-        if state.key is None:
-            raise InvalidArgument(
-                f"{target!r} is not persistent, and the rule for {plan.permission!r} needs the "
-                "database (a SQL-only rule): flush it first"
-            )
-        entity = state.mapper.class_
-        pk = [
-            getattr(entity, state.mapper.get_property_by_column(c).key)
-            for c in state.mapper.primary_key
-        ]
-        criteria = [col == value for col, value in zip(pk, state.key[1], strict=True)]
+        """Answer a check with one ``SELECT EXISTS`` (used when the Python path lacks data).
+
+        The statement is built once per (class, rule inputs) and reused with the target's key
+        as its parameters, as a page's is: building it and computing SQLAlchemy's cache key of
+        it on every call was three quarters of a database check's time (270 → 60 µs on SQLite
+        in W6)."""
+        entity: Any = None
+        values: tuple[Any, ...] = ()
+        if target is not None:
+            state = sa_inspect(target)
+            if state.key is None:
+                raise InvalidArgument(
+                    f"{target!r} is not persistent, and the rule for {plan.permission!r} needs "
+                    "the database (a SQL-only rule): flush it first"
+                )
+            entity, values = state.mapper.class_, state.key[1]
+        inputs = plan.inputs.key(subject, context)
+        cache_key = ("exists", entity, self.inline_loaded, inputs)
+        query = plan.sql_cache.get(cache_key) if inputs is not None else None
+        if query is None:
+            query = self._exists_statement(plan, entity, subject, context)
+            if inputs is not None:
+                _remember(plan.sql_cache, cache_key, query)
+        params = {f"{_ONE_KEY}{n}": value for n, value in enumerate(values)}
+        return bool(self.session.execute(query, params).scalar())
+
+    def _exists_statement(
+        self, plan: Plan, entity: Any, subject: Any, context: Mapping[str, Any]
+    ) -> Select[Any]:
+        """``SELECT EXISTS (... WHERE pk = :key AND <rule>)`` (no target: ``SELECT <rule>``),
+        the key's columns as the parameters ``bastion_key_0``, ``bastion_key_1``, ..."""
         clause = self._cached_clause(plan, entity, subject, context, union=False)
-        query = sa.select(sa.exists().where(*criteria, clause))
-        return bool(self._execute(query).scalar())
+        if entity is None:
+            query = sa.select(clause)
+        else:
+            mapper: Any = sa_inspect(entity)
+            pk = [getattr(entity, mapper.get_property_by_column(c).key) for c in mapper.primary_key]
+            match = [col == sa.bindparam(f"{_ONE_KEY}{n}") for n, col in enumerate(pk)]
+            query = sa.select(sa.exists().where(*match, clause))
+        return query.execution_options(**{INTERNAL: True})
 
     # reading the rules backwards and explaining them ------------------------------------------
     def who_can(
@@ -994,7 +1017,7 @@ def _or_branches(clause: Any) -> list[Any]:
 
 
 def _row_mask(row: Any, width: int) -> int:
-    """A page row's action mask (bit i: the i-th action asked), from its mask columns."""
+    """A page row's mask (bit j: branch j holds), from its mask columns (30 branches each)."""
     if len(row) == width + 1:
         return int(row[width])
     return sum(int(m) << _MASK_BITS * j for j, m in enumerate(row[width:]))
