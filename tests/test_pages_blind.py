@@ -403,13 +403,13 @@ def test_single_database_checks_reuse_one_statement_per_subject(
 
     for round_ in range(2):
         for user_id, user in users.items():
-            for target, action, key in [
+            for obj, action, key in [
                 *((d, "edit", d.id) for d in docs[:12]),
                 *((s, "seat", (s.org_id, s.number)) for s in seats),
             ]:
-                db.expire(target)
+                db.expire(obj)
                 with StatementCounter(engine) as counter:
-                    got = authz.check(user, action, target)
+                    got = authz.check(user, action, obj)
                 assert counter.count == 1, counter.statements
                 assert got == (action in truth[user_id, key]), (user_id, action, key)
         # per subject: one statement for Document "edit", one for Seat "seat"
