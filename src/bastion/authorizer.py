@@ -107,9 +107,8 @@ _CACHE_SIZE = 512
 _PAGE_KEYS = "bastion_page_keys"
 #: the parameters of a single check's statement: the target's key, column by column
 _ONE_KEY = "bastion_key_"
-#: the actions per mask column of a page statement (bit i: action i; a 32-bit integer)
+#: the branches per mask column of a page statement (bit j: branch j; a 32-bit integer)
 _MASK_BITS = 30
-#: the whole-page helpers read these with ``map`` (C loops over a page, not Python ones)
 
 
 class Authorizer:
@@ -270,8 +269,8 @@ class Authorizer:
         """The permissions ``subject`` holds on one object (a frozenset), or on each object of a
         list (``{primary key: frozenset}``, objects with the same actions sharing one), among
         ``actions`` (default: every permission with rules for the object's class). A page costs
-        at most one query per class, whatever its size: a ``CASE WHEN`` per action, packed into
-        an integer column (bit ``i``: action ``i``)."""
+        at most one query per class, whatever its size: a ``CASE WHEN`` per distinct branch of
+        the actions' rules, packed into an integer column (:meth:`_page_statement`)."""
         single = not isinstance(objects, (list, tuple))
         items = [objects] if single else list(objects)
         if actions is None:
@@ -468,7 +467,7 @@ class Authorizer:
         keys = first if same else dict.fromkeys(k for ks in asked for k in ks)
         rows = self._execute_page(cls, query.statement, query.encode(list(keys)))
         bits = [1 << n for n in wanted]
-        # bit i of a row's mask is wanted[i]: the action masks of the few distinct row masks
+        # bit j of a row's mask is branch j: the action masks of the few distinct row masks
         masks: dict[int, int] = {}
         get = result.get
         for row in rows:
@@ -940,10 +939,8 @@ _KEY_ATTRIBUTES: dict[type, str | None] = {}
 def _key_attribute(cls: type) -> str | None:
     """The attribute that holds a mapped class's one-column primary key (None: not mapped, or a
     composite key)."""
-    try:
+    if cls in _KEY_ATTRIBUTES:
         return _KEY_ATTRIBUTES[cls]
-    except KeyError:
-        pass
     mapper = mapper_of(cls)
     name = None
     if mapper is not None and len(mapper.primary_key) == 1:
