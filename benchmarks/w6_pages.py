@@ -107,7 +107,7 @@ class PageEngine:
     name: str
     size: int
     run: Callable[[Any, list[Any]], Any]
-    floor: bool = False  #: not bastion: the database's share of a page (see _bare_probe)
+    floor: bool = False  #: not bastion: the database's share of a page (see _BareProbe)
     samples: list[float] = field(default_factory=list)
     statements: list[int] = field(default_factory=list)
     answers: list[Any] = field(default_factory=list)
@@ -149,7 +149,7 @@ def run(engine: sa.Engine, ds: Dataset, label: str, *, rounds: int = 5) -> Secti
                 size,
                 lambda user, docs: authz.allowed_actions(user, docs, actions=ACTIONS),
             ),
-            # the database's share of a page, on its own (see _bare_probe); not bastion
+            # the database's share of a page, on its own (see _BareProbe); not bastion
             PageEngine(f"{FLOOR_ONE} ({size}-page)", size, probe.one, floor=True),
             PageEngine(f"{FLOOR_PAGE}, page of {size}", size, probe.page, floor=True),
         ]
@@ -181,6 +181,7 @@ def run(engine: sa.Engine, ds: Dataset, label: str, *, rounds: int = 5) -> Secti
     rows = []
     summary = []
     lowest: dict[int, float] = {}
+    above: list[str] = []  # what bastion adds over the floor, per object
     for size in SIZES:
         group = [e for e in engines if e.size == size]
         ref = statistics.median(group[0].samples)
@@ -216,14 +217,12 @@ def run(engine: sa.Engine, ds: Dataset, label: str, *, rounds: int = 5) -> Secti
                 "(≤ 2×)",
             )
         )
-    above = [
-        f"{e.name.split(',')[0]} ({size}): "
-        f"{(statistics.median(e.samples) - lowest[size] * ref) / size * 1e6:.2f} µs"
-        for size in SIZES
-        for ref in [statistics.median(next(g for g in engines if g.size == size).samples)]
-        for e in engines
-        if e.size == size and not e.floor and not e.name.startswith("one")
-    ]
+        above += [
+            f"{e.name.split(',')[0]} ({size}): "
+            f"{(statistics.median(e.samples) - lowest[size] * ref) / size * 1e6:.2f} µs"
+            for e in group[1:]
+            if not e.floor
+        ]
     text = [
         f"## W6 a page of results: {label}",
         "",
@@ -293,10 +292,10 @@ class _BareProbe:
                 self.params[id(docs)] = (encode(keys), encode(keys[:1]))
 
     def page(self, user: Any, docs: list[Any]) -> list[Any]:
-        return list(self.cursor.execute(self.sql, (self.params[id(docs)][0],)).fetchall())
+        return self.cursor.execute(self.sql, (self.params[id(docs)][0],)).fetchall()
 
     def one(self, user: Any, docs: list[Any]) -> list[Any]:
-        return list(self.cursor.execute(self.sql, (self.params[id(docs)][1],)).fetchall())
+        return self.cursor.execute(self.sql, (self.params[id(docs)][1],)).fetchall()
 
 
 def _raw_sql_times(
