@@ -372,6 +372,24 @@ ACTIONS: dict[type, tuple[Hashable, ...]] = {
 }
 
 
+async def test_a_deleted_object_is_denied_on_the_async_path_too(scenario: AsyncSession) -> None:
+    """The I/O-free trial answers from loaded values: it must deny a deleted object as the
+    synchronous check does (``test_deleted_objects``), not allow it from its values."""
+    authz = AsyncAuthorizer(pages.build_policy(), scenario)
+    stmt = sa.select(pages.User).options(selectinload(pages.User.memberships))
+    users = list(await scenario.scalars(stmt.order_by(pages.User.id)))
+    doc = await scenario.get(pages.Document, 4)  # public: everyone may read it
+    assert doc is not None
+    assert all([await authz.check(u, "doc.read", doc) for u in users])
+    await scenario.delete(doc)
+    assert not any([await authz.check(u, "doc.read", doc) for u in users])
+    assert await authz.check_many(users[0], "doc.read", [doc]) == {4: False}
+    assert await authz.allowed_actions(users[0], doc) == frozenset()
+    await scenario.rollback()
+    doc = await scenario.get(pages.Document, 4)
+    assert all([await authz.check(u, "doc.read", doc) for u in users])
+
+
 async def test_every_method_agrees_with_the_sync_authorizer(scenario: AsyncSession) -> None:
     session = scenario
     policy = pages.build_policy()

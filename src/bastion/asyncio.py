@@ -23,6 +23,7 @@ from sqlalchemy.sql import Select
 from bastion.authorizer import (
     Authorizer,
     FilterExplanation,
+    _deleted,
     _require_context,
     _statement_and_entity,
 )
@@ -75,9 +76,11 @@ class AsyncAuthorizer:
             trial = {**context, SESSION_KEY: self.sync.session}
             token = IO_FORBIDDEN.set(True)
             try:
-                return plan.predicate(subject, target, trial, None) is True
+                allowed = plan.predicate(subject, target, trial, None) is True
             except NotLoaded:
                 pass
+            else:
+                return allowed and (target is None or not _deleted(target, self.sync.session))
             finally:
                 IO_FORBIDDEN.reset(token)
         return await self.session.run_sync(

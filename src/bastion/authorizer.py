@@ -39,6 +39,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.exc import ObjectDeletedError
 from sqlalchemy.sql import Select
 from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.elements import BooleanClauseList, ColumnElement, Grouping, True_
@@ -143,6 +144,15 @@ class Authorizer:
 
     @session.setter
     def session(self, session: Session) -> None:
+        if not isinstance(session, Session):
+            # Fix: a scoped_session (Flask-SQLAlchemy's db.session) was accepted, then pages
+            # failed on it and cached grants were read from the session current at
+            # construction, whatever the session of later calls. One Authorizer, one Session.
+            raise InvalidArgument(
+                f"Authorizer needs a Session, got {session!r}: an Authorizer answers through "
+                "one session; for a scoped_session pass its current one (db.session()), or "
+                "let the Flask integration make one per request"
+            )
         self._session = session
         #: the context of a check called without context values (predicates never write to it)
         self._session_context: dict[str, Any] = {SESSION_KEY: session}
@@ -169,6 +179,7 @@ class Authorizer:
             else:
                 if target is not None:
                     mark_authorized(type(target))
+                    return lookup[1] in held and not _deleted(target, self._session)
                 return lookup[1] in held
         if plan.required_context:
             _require_context(plan, context)
@@ -179,9 +190,18 @@ class Authorizer:
         else:  # the common call: a shared read-only context, no dict to fill per check
             context = self._session_context
         try:
-            return plan.predicate(subject, target, context, None) is True
+            allowed = plan.predicate(subject, target, context, None) is True
         except NotLoaded as missing:
-            return self._not_loaded(plan, subject, target, context, missing)
+            allowed = self._not_loaded(plan, subject, target, context, missing)
+        except ObjectDeletedError:
+            return False  # a Python rule loaded values of a deleted object: no row, as in SQL
+        if allowed and target is not None:  # (a target's class is mapped: plan() says so)
+            # a deleted object has no row: the filter would not return it (see _deleted; inline,
+            # on allowed answers only: W2's check is a few attribute reads)
+            state = target._sa_instance_state
+            if state._deleted or state in self._session._deleted:
+                return False
+        return allowed
 
     def _not_loaded(
         self, plan: Plan, subject: Any, target: Any, context: dict[str, Any], missing: NotLoaded
@@ -210,6 +230,11 @@ class Authorizer:
         token = LAZY_LOADS_ALLOWED.set(True)
         try:
             return plan.predicate(subject, target, context, None) is True
+        except ObjectDeletedError:
+            # Fix: an object deleted in the session (its row gone once the deletion is flushed,
+            # which loading autoflushes) leaked SQLAlchemy's error out of check(); the database
+            # path denies such an object (no row), so this path does too.
+            return False
         finally:
             LAZY_LOADS_ALLOWED.reset(token)
 
@@ -275,6 +300,10 @@ class Authorizer:
         items = [objects] if single else list(objects)
         if actions is None:
             actions = self._actions_for(subject, items)
+        elif isinstance(actions, (str, bytes)):
+            # Fix: actions="read" was taken as the actions 'r', 'e', 'a', 'd' (PermissionNotFound
+            # for 'r'), which named the wrong mistake
+            raise InvalidArgument(f"actions must be a list of permissions, got {actions!r}")
         actions = list(actions)
         result = self._page(subject, actions, items, context, _action_set_namer(actions))
         return result[_primary_key(objects)] if single else result
@@ -305,7 +334,8 @@ class Authorizer:
         result is built)."""
         context[SESSION_KEY] = self.session
         items = objects if isinstance(objects, list) else list(objects)
-        if items:
+        pending_deletions = self._session._deleted  # (see _deleted)
+        if items and not pending_deletions:
             fast = self._blind_page(subject, actions, items, context, name)
             if fast is not None:
                 return fast
@@ -316,6 +346,9 @@ class Authorizer:
         pages: dict[type, _ClassPage] = {}
         for cls, members in groups.items():
             page = pages[cls] = self._class_page(subject, actions, items[members[0]])
+            if pending_deletions or any(states[i]._deleted for i in members):
+                # deleted objects are denied everything, as check() does (see _deleted)
+                members = [i for i in members if not _deleted(items[i], self._session)]
             self._decide_class(subject, page, members, items, states, keys, context, result)
         for cls, page in pages.items():
             wanted = page.asked()
@@ -418,6 +451,8 @@ class Authorizer:
         for n, plan in enumerate(page.plans):
             try:
                 ok = plan.predicate(subject, obj, context, None) is True
+            except ObjectDeletedError:
+                ok = False  # as check() answers (a Python rule loaded a deleted object)
             except NotLoaded:
                 # Fix: an object not in the database yet (transient, or pending without
                 # autoflush) was looked up by key in the page query, found nowhere and
@@ -435,6 +470,8 @@ class Authorizer:
         token = LAZY_LOADS_ALLOWED.set(True)
         try:
             return plan.predicate(subject, obj, context, None) is True
+        except ObjectDeletedError:
+            return False  # deleted in the session, its row gone: as the database would say
         except NotLoaded as missing:
             # Fix: a SQL-only rule (policy.sql_rule) has no Python path even with lazy loads, and
             # the internal NotLoaded leaked out of check() for a new object. Say what to do.
@@ -649,10 +686,27 @@ class Authorizer:
         plan = self._lookup(permission, subject, target)
         context[SESSION_KEY] = self.session
         on = "" if target is None else f" on {describe(target)}"
+        if target is not None and _deleted(target, self._session):
+            reason = (
+                f"{describe(subject)} may not {permission!r}{on}: it was deleted in the session "
+                "(no row for a query to find), which denies every permission"
+            )
+            return Explanation(str(permission), False, reason, [], "decision")
         children = []
         for record in plan.rules:
             rule = self.policy.resolve_rule(record, permission)
-            trace = explain_rule(rule, subject, target, context)
+            try:
+                trace = explain_rule(rule, subject, target, context)
+            except ObjectDeletedError:
+                # Fix: SQLAlchemy's error leaked out for an object deleted in the session whose
+                # values were not loaded (its row gone: check() denies it, as the database does)
+                trace = Explanation(
+                    str(rule),
+                    False,
+                    f"{describe(target)} was deleted: its row is gone, the values this rule "
+                    "reads cannot be loaded",
+                    kind="deleted",
+                )
             where = f" on {record.target_type.__name__}" if record.target_type else ""
             children.append(
                 Explanation(
@@ -905,8 +959,8 @@ def _states_of(items: list[Any]) -> list[Any]:
 def _blind_keys_of(
     items: list[Any], cls: type, blind: frozenset[str], attribute: str | None
 ) -> list[Any] | None:
-    """The keys of ``items`` (see :func:`_key_of`) if each is a persistent ``cls`` with none of
-    ``blind`` loaded, else None (one pass: see :meth:`Authorizer._blind_page`).
+    """The keys of ``items`` (see :func:`_key_of`) if each is a persistent ``cls``, not deleted,
+    with none of ``blind`` loaded, else None (one pass: see :meth:`Authorizer._blind_page`).
 
     A one-column key is read from the object's ``attribute`` (its ``__dict__`` is read anyway)
     unless the object has unflushed changes: then, and when it is not loaded, from the identity
@@ -924,8 +978,8 @@ def _blind_keys_of(
             return None  # not mapped: the general path says so
         ident = state.key
         values = obj.__dict__
-        if ident is None or not unloaded(values):
-            return None
+        if ident is None or state._deleted or not unloaded(values):
+            return None  # (deleted: the general path denies it, see _deleted)
         if attribute is None or state.modified or (key := values.get(attribute)) is None:
             key = ident[1][0] if len(ident[1]) == 1 else tuple(ident[1])
         append(key)
@@ -1220,6 +1274,22 @@ def _require_context(plan: Plan, context: Mapping[str, Any]) -> None:
     for name in plan.inputs.context_names:
         if name not in context:
             raise MissingContext(name)
+
+
+def _deleted(target: Any, session: Session) -> bool:
+    """Is ``target`` deleted: by a flush (``was_deleted``, also once committed and detached), or
+    marked by ``session.delete()`` and not flushed yet? Such an object has no row once the
+    deletion is flushed, which every query does first (autoflush), so ``filter`` never returns
+    it and the database path of ``check`` finds nothing: it is denied every permission, whatever
+    its loaded values say (they said allow on the Python path, deny on the database path).
+
+    Read on allowed answers only. ``InstanceState._deleted`` is what ``was_deleted`` returns and
+    ``Session._deleted`` the dict behind ``Session.deleted`` (which copies it into a new set
+    on every call); both private in name, both in SQLAlchemy since 0.x."""
+    state = getattr(target, "_sa_instance_state", None)
+    if state is None:
+        return False
+    return bool(state._deleted) or state in session._deleted
 
 
 def _is_new(obj: Any) -> bool:
