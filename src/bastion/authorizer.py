@@ -28,6 +28,7 @@ The caller's SELECT list, joins, ordering and limits are untouched; ``count()`` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -1240,9 +1241,17 @@ def _array_integers(keys: list[Any]) -> str:
 
 
 def _remember(cache: dict[Hashable, Any], key: Hashable, value: Any) -> None:
-    """Keep ``value`` in a plan's SQL cache, dropping the oldest entry when it is full."""
+    """Keep ``value`` in a plan's SQL cache, dropping the oldest entry when it is full.
+
+    Plans, and so their caches, are shared by every thread's Authorizer. Fix: two threads
+    evicting at once dropped the same oldest entry, and the second raised KeyError out of
+    ``check``/``filter`` (a web server's threads, one new subject each, once the cache was
+    full). An eviction that lost such a race is skipped; the cache may then hold a few entries
+    more than its size for a moment, never fewer than it needs."""
     if len(cache) >= _CACHE_SIZE:
-        cache.pop(next(iter(cache)))
+        # another thread evicted it, or changed the dict while we looked: skip
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+            del cache[next(iter(cache))]
     cache[key] = value
 
 
