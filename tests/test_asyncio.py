@@ -554,3 +554,5 @@ async def test_grant_store_time_windows_and_bad_input(
     with pytest.raises(InvalidArgument):
         await store.add_member("nope", alice)
     assert len(await store.audit_log(1000)) == before  # nothing changed, nothing audited
+    assert await store.revoke_scope(doc1, reason="deleting it") == 1  # the object's grants
+    assert await authz.check(alice, "doc.delete", doc1) is False

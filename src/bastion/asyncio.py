@@ -239,6 +239,9 @@ class AsyncGrantStore:
     async def revoke(self, holder: Any, *, scope: Scope = None, **kw: Any) -> None:
         await self.session.run_sync(lambda s: self._store(s).revoke(holder, scope=scope, **kw))
 
+    async def revoke_scope(self, scope: Scope, **kw: Any) -> int:
+        return await self.session.run_sync(lambda s: self._store(s).revoke_scope(scope, **kw))
+
     async def add_member(self, group: str, user: Any, **kw: Any) -> None:
         await self.session.run_sync(lambda s: self._store(s).add_member(group, user, **kw))
 

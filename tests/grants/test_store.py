@@ -191,6 +191,67 @@ def test_grant_and_revoke_every_edge_with_audit(w: World) -> None:
     assert edges(w, grants.group_bundles) == []
 
 
+def test_revoke_scope_removes_every_grant_in_that_scope(w: World) -> None:
+    store, s, authz = w.store, w.session, w.authz
+    store.create_bundle("deleters", ["doc.delete"])
+    store.create_group("cleaners")
+    alice, bob, carol = (s.get(User, n) for n in (1, 2, 3))
+    ci = s.get(ServiceAccount, "ci")
+    doc, other = s.get(Document, 3), s.get(Document, 1)
+    store.grant(alice, permission="doc.delete", scope=doc)  # direct
+    store.grant(bob, bundle="deleters", scope=doc)  # bundle
+    store.grant(ci, permission="doc.delete", scope=doc)  # another user model
+    store.add_member("cleaners", carol, scope=doc)  # group, both edges in the scope
+    store.grant("cleaners", permission="doc.delete", scope=doc)
+    store.grant("cleaners", bundle="deleters", scope=doc)
+    store.grant(alice, permission="doc.delete", scope=other)  # another object: stays
+    store.grant(alice, permission="doc.read", scope=("org", 2))  # another scope: stays
+    store.add_member("cleaners", bob)  # global: stays
+    holders = (alice, bob, carol, ci)
+    assert all(authz.check(who, "doc.delete", doc) for who in holders)
+
+    assert store.revoke_scope(doc, reason="document deleted") == 6
+    assert audit(w) == [
+        ("admin", "revoke_scope", "every holder", "6 grant(s)", "Document:3", "document deleted")
+    ]
+    assert not any(authz.check(who, "doc.delete", doc) for who in holders)  # seen at once
+    assert authz.check(alice, "doc.delete", other)
+    assert authz.check(alice, "doc.read", doc)  # org 2, not the object's scope
+    assert [e[2:4] for e in edges(w, grants.users[User].groups)] == [("", "")]
+    assert store.revoke_scope(("org", 2)) == 1
+    assert not authz.check(alice, "doc.read", doc)
+    assert store.revoke_scope(doc) == 0  # nothing left: an audited no-op
+    assert audit(w)[0][:4] == ("admin", "revoke_scope", "every holder", "0 grant(s)")
+    with pytest.raises(InvalidArgument, match="not the global scope"):
+        store.revoke_scope(None)
+    with pytest.raises(InvalidArgument, match="scope= takes"):
+        store.revoke_scope(42)
+
+
+def test_an_objects_grants_outlive_it_unless_revoked_with_it(w: World) -> None:
+    """A grant on an object is stored as its type and key: deleted with the object, a new object
+    with the same key (SQLite reuses the largest key) would inherit it."""
+    store, s, authz = w.store, w.session, w.authz
+    alice = s.get(User, 1)
+    for revoke in (False, True):
+        s.add(Document(id=100, org_id=9))
+        s.commit()
+        doc = s.get(Document, 100)
+        store.grant(alice, permission="doc.delete", scope=doc)
+        s.commit()
+        if revoke:
+            store.revoke_scope(doc)
+        s.delete(doc)
+        s.commit()
+        reborn = Document(id=100, org_id=9)
+        s.add(reborn)
+        s.commit()
+        assert authz.check(alice, "doc.delete", reborn) is not revoke
+        s.delete(reborn)
+        store.revoke_scope(("Document", 100))  # the left-over grant of the first round
+        s.commit()
+
+
 def test_grant_again_updates_the_window_without_a_second_row(w: World) -> None:
     store, alice = w.store, w.session.get(User, 1)
     first = dt.datetime(2031, 1, 1, 12, 0)

@@ -280,6 +280,38 @@ class GrantStore:
                 )
             )
 
+    @_unit_of_work
+    def revoke_scope(self, scope: Scope, *, reason: str | None = None) -> int:
+        """Remove every grant in exactly ``scope`` (an object, or ``("org", 7)``), whoever
+        holds it and whatever its tier: users' permissions, bundles and group memberships, and
+        groups' permissions and bundles. Returns how many grants went (one audit row).
+
+        A grant on one object is stored as the object's type and key, and outlives the object:
+        delete the object's grants with it (``revoke_scope(doc)`` then ``session.delete(doc)``),
+        or a new object that reuses the key (SQLite reuses the largest integer key after its
+        row is deleted) inherits them. The global scope (None) is refused."""
+        scope_type, scope_id = scope_of(scope)
+        if not scope_type:
+            raise InvalidArgument(
+                "revoke_scope() removes the grants of one scope: an object or (type, id), not "
+                "the global scope (None)"
+            )
+        text = _scope_text(scope_type, scope_id)
+        with self._change("revoke_scope", "every holder", "", text, reason) as audit:
+            m = self.models
+            tables = [m.group_permissions, m.group_bundles] + [
+                table
+                for links in m.users.values()
+                for table in (links.permissions, links.bundles, links.groups)
+            ]
+            removed = 0
+            for table in tables:
+                where = (table.c.scope_type == scope_type, table.c.scope_id == scope_id)
+                result = self.session.execute(sa.delete(table).where(*where))
+                removed += int(getattr(result, "rowcount", 0) or 0)
+            audit.update(object=f"{removed} grant(s)")
+        return removed
+
     def add_member(self, group: str, user: Any, **kwargs: Any) -> None:
         """Put ``user`` in ``group`` (a grant of the group: ``scope=``, ``expires_at=`` ...)."""
         self.grant(user, group=group, **kwargs)
