@@ -248,6 +248,58 @@ def test_a_bare_alias_of_a_protected_table_is_refused(data: Engine) -> None:
             )
 
 
+def test_a_bulk_update_or_delete_of_a_protected_model_is_refused(data: Engine) -> None:
+    """They ran unrestricted, changing rows the subject may not even read (user 1 reads 1, 3
+    and 4): now refused, changing nothing, unless lifted."""
+    policy = make_policy()
+    with Session(data) as s:
+        authorize_queries(s, policy, s.get(User, 1), "read")
+        bulk = [
+            sa.update(Document).values(is_public=True),
+            sa.update(Document).where(Document.id == 2).values(owner_id=1),
+            sa.delete(Document).where(Document.org_id == 2),
+        ]
+        for statement in bulk:
+            with pytest.raises(InvalidArgument, match="restricts what it reads, not a bulk"):
+                s.execute(statement)
+        with unrestricted(reason="the allowed keys were selected first"):
+            allowed = list(
+                s.scalars(
+                    Authorizer(policy, s).filter(s.get(User, 1), "edit", sa.select(Document.id))
+                )
+            )
+            s.execute(sa.update(Document).where(Document.id.in_(allowed)).values(is_public=True))
+        option = {"bastion_unrestricted": True}
+        s.execute(sa.update(Org).values(id=Org.id), execution_options=option)
+        s.execute(sa.update(Org).values(id=Org.id))  # not protected: nothing to restrict
+        s.commit()
+    with Session(data) as s:
+        public = s.scalars(sa.select(Document.id).where(Document.is_public).order_by(Document.id))
+        assert list(public) == [3, 4]  # 3: changed by its owner; nothing else changed
+
+
+def test_queries_after_a_commit_are_restricted(data: Engine) -> None:
+    """The commit expires the subject; reading it for the next query's criteria refreshed it
+    through the restricted session, which read it again: RecursionError on every query after
+    a commit (a request that commits, then lists). The same with a get_subject that loads."""
+    policy = make_policy()
+    with Session(data) as s:
+        authorize_queries(s, policy, s.get(User, 1), "read")
+        assert sorted(s.scalars(sa.select(Document.id))) == [1, 3, 4]
+        s.commit()  # expire_on_commit: the subject's attributes are gone
+        assert sorted(s.scalars(sa.select(Document.id))) == [1, 3, 4]
+        s.rollback()
+        assert [d.id for d in s.query(Document).order_by(Document.id)] == [1, 3, 4]
+
+    holder: dict[str, Session] = {}
+    maker = authorized_sessionmaker(policy, lambda: holder["s"].get(User, 2), bind=data)
+    with maker() as s:
+        holder["s"] = s  # get_subject loads the user through the restricted session itself
+        assert sorted(s.scalars(sa.select(Document.id))) == [1, 2, 4]
+        s.commit()
+        assert sorted(s.scalars(sa.select(Document.id))) == [1, 2, 4]
+
+
 def test_a_filter_applied_by_the_caller_keeps_its_meaning(data: Engine) -> None:
     policy = make_policy()
     with Session(data) as s:
@@ -536,6 +588,22 @@ async def test_async_misconfigurations_raise(adata: AsyncEngine) -> None:
     async with authorized_async_sessionmaker(policy, get_user, bind=adata)() as s:
         with pytest.raises(InvalidArgument, match="plain function"):
             await s.scalars(sa.select(Document))
+
+
+async def test_async_queries_after_a_commit_are_restricted(adata: AsyncEngine) -> None:
+    async with AsyncSession(adata) as s:
+        authorize_queries(s, make_policy(), await s.get(User, 1), "read")
+        await s.commit()  # the subject expired: refreshed inside the event, in the greenlet
+        assert sorted(await s.scalars(sa.select(Document.id))) == [1, 3, 4]
+
+
+async def test_async_a_bulk_update_of_a_protected_model_is_refused(adata: AsyncEngine) -> None:
+    async with AsyncSession(adata) as s:
+        authorize_queries(s, make_policy(), await s.get(User, 1), "read")
+        with pytest.raises(InvalidArgument, match="bulk DELETE of Document"):
+            await s.execute(sa.delete(Document))
+        await s.rollback()
+        assert sorted(await s.scalars(sa.select(Document.id))) == [1, 3, 4]  # nothing deleted
 
 
 # -- enforcement under asyncio ---------------------------------------------------------------

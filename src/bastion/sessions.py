@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -247,7 +248,28 @@ def _current_subject(scope: QueryScope) -> Any:
     return subject
 
 
+#: Set while ``_restrict`` reads the subject and builds a statement's criteria. Fix: the queries
+#: that doing so runs itself (the subject's expired attributes refreshed, as after a commit;
+#: ``get_subject()`` loading the user) went through ``_restrict`` again, which read the subject
+#: again: every query after a commit failed with RecursionError. Those nested loads are
+#: bastion's own reading of the subject, not the caller's query: they run unrestricted.
+_RESTRICTING: ContextVar[bool] = ContextVar("bastion_restricting", default=False)
+
+
 def _restrict(state: ORMExecuteState) -> None:
+    if _RESTRICTING.get():
+        return
+    token = _RESTRICTING.set(True)
+    try:
+        _restrict_statement(state)
+    finally:
+        _RESTRICTING.reset(token)
+
+
+def _restrict_statement(state: ORMExecuteState) -> None:
+    if state.is_update or state.is_delete:
+        _refuse_bulk_change(state)
+        return
     scope = _active_scope(state)
     if scope is None:
         return
@@ -268,6 +290,33 @@ def _restrict(state: ORMExecuteState) -> None:
     state.statement = state.statement.options(*options)
     for cls in protected:
         mark_authorized(cls)
+
+
+def _refuse_bulk_change(state: ORMExecuteState) -> None:
+    """Fail closed on an ORM ``update(Model)``/``delete(Model)`` of a protected model.
+
+    Fix: such a statement ran unrestricted (only SELECTs were restricted), changing rows the
+    session's subject may not even read. Restricting it with the session's action would be
+    wrong too (the session's action is about reading; changing needs another permission), so it
+    raises ``InvalidArgument`` unless lifted (``unrestricted(reason=...)`` or the execution
+    option), like any query an authorized session cannot restrict."""
+    scope: QueryScope | None = state.session.info.get(QUERY_SCOPE_KEY)
+    mapper = state.bind_mapper
+    if scope is None or mapper is None or is_unrestricted():
+        return
+    options = state.execution_options
+    if options.get(INTERNAL) or options.get(UNRESTRICTED_OPTION):
+        return
+    cls = mapper.class_
+    protected = {r.target_type for r in scope.policy.rules() if r.target_type is not None}
+    if any(issubclass(cls, p) or issubclass(p, cls) for p in protected):
+        verb = "UPDATE" if state.is_update else "DELETE"
+        raise InvalidArgument(
+            f"an authorized session restricts what it reads, not a bulk {verb} of "
+            f"{cls.__name__}, which would change rows its subject may not act on: change loaded "
+            "objects (checked with authorize()) and flush, or select the allowed keys with "
+            f"Authorizer.filter() and run the {verb} on them inside unrestricted(reason=...)"
+        )
 
 
 def _caller_aliases(statement: Any, protected: set[type]) -> list[Any]:
