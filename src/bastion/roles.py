@@ -93,27 +93,37 @@ class Permission:
     Python-only logic (whitelists, context such as ``ip=``).
     """
 
+    #: the rule, read by bastion through this private name (``rule`` is its read-only view): a
+    #: subclass that never calls ``__init__`` has none, and one may name a method ``rule``
+    #: (balrog's ``Permission`` had neither the attribute nor the argument)
+    _rule: Rule | None = None
+
     def __init__(self, name: Hashable, when: object = None) -> None:
         self.name = validate_permission_name(name)
-        self.rule: Rule | None = None if when is None else as_rule(when)
+        self._rule = None if when is None else as_rule(when)
+
+    @property
+    def rule(self) -> Rule | None:
+        """The declarative rule given as ``when=`` (None: holding the permission is enough)."""
+        return self._rule
 
     def check(self, identity: Any, *args: Any, **kwargs: Any) -> bool:
         """Does this permission apply to ``identity`` (extra arguments as given to the call)?"""
-        if self.rule is None:
+        if self._rule is None:
             return True
         target = args[0] if args else None
         token = LAZY_LOADS_ALLOWED.set(True)
         try:
-            return to_python(self.rule)(identity, target, kwargs, None) is True
+            return to_python(self._rule)(identity, target, kwargs, None) is True
         finally:
             LAZY_LOADS_ALLOWED.reset(token)
 
     def filter(self, identity: Any, objects: Any, *args: Any, **kwargs: Any) -> Any:
         """``objects`` narrowed to what ``identity`` may reach: a ``Select``/``Query`` gets the
         rule as SQL, an iterable is filtered in Python; without a rule, ``objects`` unchanged."""
-        if self.rule is None:
+        if self._rule is None:
             return objects
-        return apply_rule(self.rule, identity, objects, kwargs)
+        return apply_rule(self._rule, identity, objects, kwargs)
 
     @property
     def python_only(self) -> bool:
@@ -122,7 +132,7 @@ class Permission:
         return cls.check is not Permission.check or cls.filter is not Permission.filter
 
     def __repr__(self) -> str:
-        when = "" if self.rule is None else f", when={self.rule}"
+        when = "" if self._rule is None else f", when={self._rule}"
         return f"Permission({self.name!r}{when})"
 
 
@@ -346,7 +356,7 @@ class RoleGrant(Rule):
             for name, role in self.roles.roles.items()
             if not role.python_only
             and self.permission in role.permissions
-            and role.permissions[self.permission].rule is None
+            and role.permissions[self.permission]._rule is None
             and not role.permissions[self.permission].python_only
         )
 
@@ -359,9 +369,9 @@ class RoleGrant(Rule):
                 not role.python_only
                 and held is not None
                 and not held.python_only
-                and held.rule is not None
+                and held._rule is not None
             ):
-                found[name] = held.rule
+                found[name] = held._rule
         return found
 
     def python_only_roles(self) -> dict[str, Role]:

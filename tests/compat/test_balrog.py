@@ -874,3 +874,49 @@ def test_role_policy_with_an_overridden_check_is_check_only(db: Session) -> None
     assert not authz.check(db.get(User, 2), "article.read", db.get(Article, 2))
     with pytest.raises(RuleNotTranslatable):
         authz.filter(boss, "article.read", Article)
+
+
+def test_balrogs_modules_import_as_they_did() -> None:
+    """``from balrog.exceptions import PermissionNotFound`` switches by changing the import."""
+    from bastion.compat.balrog import exceptions, permission, policy, role
+
+    assert exceptions.PermissionNotFound is balrog.PermissionNotFound
+    assert exceptions.RoleNotFound is balrog.RoleNotFound
+    assert exceptions.Error is balrog.Error
+    assert permission.Permission is balrog.Permission
+    assert policy.Policy is balrog.Policy
+    assert role.Role is balrog.Role
+
+
+def test_permission_subclasses_written_for_balrog_keep_working() -> None:
+    """balrog's ``Permission.__init__`` set only ``name``: a subclass may skip it, or name a
+    method ``rule`` (the facade's rule attribute broke both)."""
+    identity = object()
+
+    class FieldPermission(balrog.Permission):
+        def __init__(self, name: str, field: str) -> None:  # no super().__init__()
+            self.name = name
+            self.field = field
+
+        def filter(self, identity: Any, objects: Any, *args: Any, **kwargs: Any) -> Any:
+            return [o for o in objects if o.get(self.field) is identity]
+
+    class NetworkPermission(balrog.Permission):
+        def rule(self, identity: Any, **kwargs: Any) -> bool:
+            return bool(kwargs.get("ip") == "10.0.0.1")
+
+        def check(self, identity: Any, *args: Any, **kwargs: Any) -> bool:
+            return self.rule(identity, **kwargs)
+
+    policy = balrog.Policy(
+        [balrog.Role("r", [FieldPermission("own", "owner"), NetworkPermission("net")])],
+        lambda *a, **k: identity,
+        lambda i, *a, **k: "r",
+    )
+    assert policy.check("own") is True  # balrog's default check
+    assert policy.filter("own", [{"owner": identity}, {"owner": 1}]) == [{"owner": identity}]
+    assert policy.check("net", ip="10.0.0.1") is True
+    assert policy.check("net", ip="10.0.0.2") is False
+    # and as a native RolePolicy (registered into a bastion Policy), both are Python-only
+    native = policy.role_policy()
+    assert native.roles["r"].permissions["net"].python_only

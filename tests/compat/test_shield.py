@@ -689,6 +689,7 @@ def test_registration_errors_are_shields() -> None:
         shield.register(shield.Rule(bearer=User, function=member_rule))
     with pytest.raises(TypeError):
         shield.rule("member", target=Team)
+    orm.configure_mappers()  # a missing attribute of a configured class: refused at once
     with pytest.raises(PolicyError, match="not a relationship"):
         shield.deferred_rule(attributes=("name",), bearer=User, target=Box)
 
@@ -847,3 +848,104 @@ def test_export_refuses_bearer_only_rules() -> None:
         shield.registry.export(policy)
     assert policy.permissions == ("other",)  # all or nothing
     assert policy.rules() == ()
+
+
+# -- shield's modules and corners its users relied on ------------------------------------------
+
+
+def test_shields_modules_and_names_import_as_they_did() -> None:
+    from bastion.compat.shield import _registry, _version, decorators, utils
+
+    assert decorators.rule is shield.rule
+    assert decorators.deferred_rule is shield.deferred_rule
+    assert (decorators.Rule, decorators.DeferredRule) == (shield.Rule, shield.DeferredRule)
+    assert decorators.RuleBase is shield.RuleBase
+    assert utils.has is shield.has
+    assert utils.filter_ is shield.filter
+    assert utils.type_for(User) is User
+    assert utils.type_for(User(id=1)) is User
+    assert _registry.Registry is shield.Registry
+    assert issubclass(_registry.CachedDict, _registry.InheritableDict)
+    assert _version.__version__ == "0.3.2"
+    assert _version.__version_info__ == (0, 3, 2)
+    inheritable = _registry.InheritableDict(0)
+    inheritable[(Team, "x")] = "team rule"
+    assert inheritable[(DerivedTeam, "x")] == "team rule"  # the nearest base class
+    assert (DerivedTeam, "x") not in inheritable  # resolved, not kept
+    with pytest.raises(KeyError):
+        inheritable[(User, "x")]
+
+
+def test_a_bearer_given_as_a_class_is_looked_up_as_that_class(teams: Session) -> None:
+    """shield's ``type_for``: the facade looked the class up as its metaclass and denied all."""
+    seen = []
+
+    @shield.rule("see", bearer=User, target=Team)
+    def first_team(query, bearer, target, **kwargs):
+        seen.append(bearer)
+        return query.filter(target.id == 1)
+
+    assert [t.id for t in shield.filter("see", bearer=User, target=Team, session=teams)] == [1]
+    assert shield.has("see", bearer=User, target=teams.get(Team, 1), session=teams) is True
+    assert seen == [User, User]
+
+
+def test_a_deferral_may_name_a_class_defined_later(engine: Engine, session: Session) -> None:
+    """Registering resolved the related class, configuring every mapper: a relationship to a
+    class not defined yet failed, and SQLAlchemy then refused every later use of the mappers."""
+
+    class Later(DeclarativeBase):
+        pass
+
+    class Owner(Later):
+        __tablename__ = "later_owner"
+        id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+
+    class Crate(Later):
+        __tablename__ = "later_crate"
+        id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+        shelf_id: orm.Mapped[int] = orm.mapped_column(sa.ForeignKey("later_shelf.id"))
+        shelf: orm.Mapped[Shelf] = orm.relationship("Shelf")
+
+    shield.deferred_rule("read", attributes=("shelf",), bearer=Owner, target=Crate)
+    # not an attribute yet (it could be a backref, made when the mappers are configured)
+    shield.deferred_rule("write", attributes=("nowhere",), bearer=Owner, target=Crate)
+    with pytest.raises(PolicyError, match="not a relationship"):  # a column: refused at once
+        shield.deferred_rule("read", attributes=("shelf_id",), bearer=Owner, target=Crate)
+
+    class Shelf(Later):
+        __tablename__ = "later_shelf"
+        id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+        owner_id: orm.Mapped[int] = orm.mapped_column()
+
+    @shield.rule("read", bearer=Owner, target=Shelf)
+    def own(query, bearer, target, **kwargs):
+        return query.filter(target.owner_id == bearer.id)
+
+    Later.metadata.create_all(engine)
+    owner = Owner(id=1)
+    session.add_all([owner, Shelf(id=1, owner_id=1), Shelf(id=2, owner_id=2)])
+    session.add_all([Crate(id=1, shelf_id=1), Crate(id=2, shelf_id=2)])
+    session.flush()
+    assert [c.id for c in shield.filter("read", bearer=owner, target=Crate)] == [1]
+    with pytest.raises(PolicyError, match="not a relationship"):  # checked when used
+        shield.filter("write", bearer=owner, target=Crate).all()
+    with pytest.raises(PolicyError, match="not a relationship"):  # configured now: at once
+        shield.deferred_rule("edit", attributes=("nowhere",), bearer=Owner, target=Crate)
+
+
+def test_has_flushes_a_pending_target_through_a_scoped_session(teams: Session) -> None:
+    """``session=<scoped_session>`` (Flask-SQLAlchemy's ``db.session``): the proxy was never the
+    object's session, so the pending target was not flushed and ``has`` raised."""
+    shield.rule("named", bearer=User, target=Team)(
+        lambda query, **kw: query.filter(Team.name == "z")
+    )
+    scoped = orm.scoped_session(orm.sessionmaker(teams.get_bind()))
+    try:
+        bearer = scoped.get(User, 1)
+        pending = Team(id=9, name="z")
+        scoped.add(pending)
+        assert shield.has("named", bearer=bearer, target=pending, session=scoped) is True
+    finally:
+        scoped.rollback()
+        scoped.remove()

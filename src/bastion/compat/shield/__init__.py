@@ -92,14 +92,23 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Query, Session, aliased, object_session
+from sqlalchemy.orm import (
+    Query,
+    RelationshipProperty,
+    Session,
+    aliased,
+    object_session,
+    scoped_session,
+)
 
 from bastion.errors import InvalidArgument, PolicyError, RuleNotTranslatable
 from bastion.policy import Policy
 from bastion.rules.to_sql import exists_through
 
 __all__ = [
+    "CachedDict",
     "DeferredRule",
+    "InheritableDict",
     "Registry",
     "Rule",
     "RuleBase",
@@ -109,6 +118,7 @@ __all__ = [
     "register",
     "registry",
     "rule",
+    "type_for",
 ]
 __version__ = "0.3.2"
 __version_info__ = (0, 3, 2)
@@ -240,8 +250,8 @@ class DeferredRule(RuleBase):
         perm = permission if self.permission is None else self.permission
         clauses = []
         for name in self.attributes:
+            related = _related_class(entity, name)
             attr = getattr(entity, name)
-            related = attr.property.mapper.class_
             try:
                 rule = self._registry().retrieve(
                     bearer=self.bearer, target=related, permission=perm
@@ -250,7 +260,7 @@ class DeferredRule(RuleBase):
                 return sa.false()  # no rule for the related class: denied
             # EXISTS through the relationship to an alias of the related class (a self-reference
             # never confuses the levels); the related rule's condition is on that alias.
-            via = aliased(related)
+            via: Any = aliased(related)
             criterion = rule._criterion(via, bearer, perm, db, top=False, stack=(*stack, key))
             clauses.append(exists_through(attr, via, criterion))
         return sa.and_(*clauses)
@@ -313,14 +323,17 @@ def deferred_rule(
 # the registry
 
 
-class _CachedDict(dict[Any, Any]):
-    """A dict whose missing keys inherit along the classes at one position of the key (nearest
-    base class in the MRO wins, the other positions equal), caching what it resolves."""
+class InheritableDict(dict[Any, Any]):
+    """shield's dict whose missing keys inherit along the classes at one position of the key
+    (``InheritableDict(position)``): the nearest base class in the MRO wins, the other positions
+    equal; ``KeyError`` when none matches."""
 
     def __init__(self, position: int) -> None:
         super().__init__()
         self._position = position
-        self._cached: set[Any] = set()
+
+    def __missing__(self, key: Any) -> Any:
+        return self._inherited(key)
 
     def _inherited(self, key: tuple[Any, ...]) -> Any:
         derived = key[self._position]
@@ -342,6 +355,15 @@ class _CachedDict(dict[Any, Any]):
             raise KeyError(key)
         return self[found[min(found)]]  # the most derived base class
 
+
+class CachedDict(InheritableDict):
+    """shield's :class:`InheritableDict` that keeps what it resolved (unless the rule found was
+    registered with ``cache=False``)."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(position)
+        self._cached: set[Any] = set()
+
     def _maybe_cache(self, key: Any, value: Any) -> None:
         if value.cache:
             self[key] = value
@@ -362,14 +384,14 @@ class _CachedDict(dict[Any, Any]):
         self._cached.clear()
 
 
-class Registry(_CachedDict):
+class Registry(CachedDict):
     """shield's registry: ``(bearer, target, permission)`` rules, plus ``target``
     (``(bearer, target)``, all permissions) and ``bearer`` (``(bearer, permission)``) dicts."""
 
     def __init__(self) -> None:
         super().__init__(1)
         #: all-permission rules, key ``(bearer, target)``; inherits along the target like self
-        self.target = _CachedDict(1)
+        self.target = CachedDict(1)
         #: bearer-only rules, key ``(bearer, permission)``; exact lookups only
         self.bearer: dict[Any, Any] = {}
 
@@ -411,7 +433,7 @@ class Registry(_CachedDict):
             if rule.target is None:
                 raise TypeError("a deferred rule needs a target.")
             for name in rule.attributes:
-                _related_class(rule.target, name)
+                _check_relationship(rule.target, name)
         self.forget_cached()
         self.target.forget_cached()
         reg, key = self._lookup(rule.bearer, rule.target, rule.permission)
@@ -437,7 +459,7 @@ class Registry(_CachedDict):
     ) -> Any:
         """The ``Query`` of ``target`` rows (or, with no target, bearer-class rows) on which
         ``bearer`` holds every permission."""
-        entity = type(bearer) if target is None else target
+        entity = type_for(bearer) if target is None else target
         if not isinstance(entity, type):
             raise InvalidArgument(f"filter() takes the target class, got {target!r}")
         db = _session(query, session, bearer)
@@ -472,7 +494,9 @@ class Registry(_CachedDict):
         self, permissions: tuple[Hashable, ...], bearer: Any, target: Any, entity: type, db: Session
     ) -> list[Any] | None:
         """One SQL condition on ``entity`` per permission; None if one has no rule."""
-        bearer_cls = type(bearer)
+        # Fix: a bearer given as a class (shield's type_for) was looked up as its metaclass, so
+        # no rule matched and everything was silently denied
+        bearer_cls = type_for(bearer)
         try:
             rules = [
                 (self.retrieve(bearer=bearer_cls, target=target, permission=p), p)
@@ -536,6 +560,12 @@ def _rule_name(entry: Rule) -> str:
 # helpers
 
 
+def type_for(obj: Any) -> type:
+    """``obj`` if it is a class, else its class (shield's ``shield.utils.type_for``): a bearer may
+    be given as an instance or as its class."""
+    return obj if isinstance(obj, type) else type(obj)
+
+
 def _name(cls: Any) -> str:
     return getattr(cls, "__name__", repr(cls))
 
@@ -546,6 +576,24 @@ def _related_class(target: Any, name: str) -> type:
     if mapper is None:
         raise PolicyError(f"cannot defer through {name!r}: not a relationship of {_name(target)}")
     return mapper.class_  # type: ignore[no-any-return]
+
+
+def _check_relationship(target: Any, name: str) -> None:
+    """Refuse, at registration, a deferral through an attribute that exists and is not a
+    relationship, without configuring the mappers.
+
+    Fix: registration resolved the related class, which configures every mapper: a relationship
+    naming a class not defined yet (``relationship("Team")`` above ``class Team``, as shield
+    allowed) failed, and SQLAlchemy then refused every later use of the mappers. An attribute
+    that does not exist yet (a backref made when the mappers are configured) is checked when
+    the rule is first used (or at once, when the class's mapper is configured already)."""
+    mapper = sa_inspect(target, raiseerr=False)
+    if mapper is None or not hasattr(mapper, "_props"):
+        raise PolicyError(f"cannot defer through {name!r}: {_name(target)} is not mapped")
+    prop = mapper._props.get(name)  # the declared properties, without configuring them
+    missing = prop is None and mapper.configured  # (configured: its backrefs exist already)
+    if missing or (prop is not None and not isinstance(prop, RelationshipProperty)):
+        raise PolicyError(f"cannot defer through {name!r}: not a relationship of {_name(target)}")
 
 
 def _session(query: Any, session: Session | None, bearer: Any) -> Session:
@@ -593,8 +641,11 @@ def _primary_key(obj: Any, db: Session) -> tuple[Any, ...]:
     state = sa_inspect(obj, raiseerr=False)
     if state is None:
         raise InvalidArgument(f"{obj!r} is not an instance of a mapped class")
-    if state.pending and state.session is db:
-        db.flush()
+    # Fix: with session=<scoped_session> (Flask-SQLAlchemy's db.session) the proxy was never
+    # the object's session, so a pending target was not flushed and has() raised
+    real = db() if isinstance(db, scoped_session) else db
+    if state.pending and state.session is real:
+        real.flush()
     if state.identity is not None:
         return tuple(state.identity)
     values = tuple(state.mapper.primary_key_from_instance(obj))
@@ -634,3 +685,7 @@ def has(
 ) -> bool:
     """Whether ``bearer`` holds every permission (on the instance ``target``)."""
     return registry.has(*permissions, bearer=bearer, target=target, query=query, session=session)
+
+
+#: shield's own name for :func:`filter` (``shield.utils.filter_``)
+filter_ = filter

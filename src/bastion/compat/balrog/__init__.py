@@ -1,7 +1,9 @@
 """balrog 1.1.0's public API, backed by :mod:`bastion.roles`.
 
 Code written for balrog runs by changing ``import balrog`` to ``from bastion.compat import
-balrog``. Names, signatures and behaviour are balrog's:
+balrog`` (and ``from balrog.exceptions import ...`` to ``from bastion.compat.balrog.exceptions
+import ...``: balrog's modules ``exceptions``, ``permission``, ``policy`` and ``role`` are here
+too). Names, signatures and behaviour are balrog's:
 
 * ``Policy(roles, get_identity, get_role)`` with ``.roles`` and ``.permissions`` dicts (a
   permission's first declaration wins), ``get_identity(*args, **kwargs)``,
@@ -61,9 +63,13 @@ class Permission(_roles.Permission):
     """Permission that an identity can have: ``check`` True, ``filter`` pass-through."""
 
     def __init__(self, name: Hashable, when: object = None) -> None:
-        # balrog accepted any name; only bastion rules need it to be a valid permission name
+        # balrog accepted any name; only bastion rules need it to be a valid permission name.
+        # Fix: the rule was set as the attribute ``rule``, which broke balrog subclasses that
+        # define a method ``rule`` or an ``__init__`` not calling this one (balrog's set only
+        # ``name``); bastion keeps it under a private name (see bastion.roles.Permission).
         self.name = name
-        self.rule = None if when is None else _roles.Permission(name, when).rule
+        if when is not None:
+            self._rule = _roles.Permission(name, when).rule
 
 
 class Role(_roles.Role):
