@@ -267,6 +267,28 @@ async def test_filter_refuses_an_expired_subject_with_advice(
     assert await ids(async_session, authz.filter(alice, "audit", Document)) == {1, 2}
 
 
+async def test_filter_refuses_a_subject_column_never_loaded(
+    authz: AsyncAuthorizer, async_session: AsyncSession
+) -> None:
+    """Only expired attributes were refused: a column left out by load_only() (or deferred())
+    is a lazy load too, and failed deep in SQLAlchemy with MissingGreenlet."""
+    stmt = sa.select(User).where(User.name == "alice").options(sa.orm.load_only(User.name))
+    alice = (await async_session.scalars(stmt)).one()
+    with pytest.raises(InvalidArgument, match=r"is_admin .*not loaded"):
+        authz.filter(alice, "audit", Document)  # reads subject.is_admin
+    assert (
+        await ids(async_session, authz.filter(alice, "edit", Document)) == EXPECTED["edit"]["alice"]
+    )
+
+
+async def test_allowed_actions_refuses_actions_given_as_one_string(
+    authz: AsyncAuthorizer, async_session: AsyncSession
+) -> None:
+    docs = await documents(async_session)
+    with pytest.raises(InvalidArgument, match="list of permissions"):
+        await authz.allowed_actions(await user(async_session, "alice"), docs[0], "edit")
+
+
 async def test_check_many_and_allowed_actions(
     authz: AsyncAuthorizer, async_session: AsyncSession, statements: list[str]
 ) -> None:

@@ -114,7 +114,8 @@ class AsyncAuthorizer:
         **context: Any,
     ) -> Any:
         """Like :meth:`Authorizer.allowed_actions`: one query for a page."""
-        wanted = None if actions is None else list(actions)
+        # (a string is refused by the synchronous call, which must see it as given)
+        wanted = actions if actions is None or isinstance(actions, (str, bytes)) else list(actions)
         return await self.session.run_sync(
             lambda _: self.sync.allowed_actions(subject, objects, wanted, **context)
         )
@@ -153,16 +154,24 @@ class AsyncAuthorizer:
         # it up front, saying what to do; attributes the rule does not read may stay expired.
         _, found = _statement_and_entity(query, entity)
         plan = self.policy.plan(permission, type(subject), sa_inspect(found).mapper.class_)
+        # Fix: only expired attributes were refused; a column never loaded (load_only(),
+        # deferred()) is a lazy load too, and still failed with MissingGreenlet.
         state = sa_inspect(subject, raiseerr=False)
-        expired = set(getattr(state, "expired_attributes", ())) & set(
-            plan.inputs.subject_attributes
-        )
-        if expired:
+        unloaded: set[str] = set()
+        if state is not None and getattr(state, "key", None) is not None:
+            unloaded = set(state.unloaded) & set(plan.inputs.subject_attributes)
+        if unloaded:
             who = f"{type(subject).__name__} {state.identity}"  # not repr(): it may load too
-            raise InvalidArgument(
-                f"filter() reads {', '.join(sorted(expired))} of the subject ({who}), expired "
-                "after a commit: `await session.refresh(subject)` first, or use "
+            advice = (
+                "it is detached: load it in this session first (`await session.get(...)`)"
+                if state.detached
+                else "expired after a commit, or not loaded (load_only, deferred): "
+                "`await session.refresh(subject)` first, load those columns, or use "
                 "expire_on_commit=False"
+            )
+            raise InvalidArgument(
+                f"filter() reads {', '.join(sorted(unloaded))} of the subject ({who}), which "
+                f"would need a query here; {advice}"
             )
         return self.sync.filter(subject, permission, query, entity=entity, **context)
 

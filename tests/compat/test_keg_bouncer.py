@@ -758,6 +758,15 @@ def test_expiring_the_user_drops_its_cache(
     assert tokens(ada) == {"read"}
 
 
+def test_a_commit_expiring_users_already_collected_succeeds(db: Session) -> None:
+    """Users and groups refer to each other; once the caller keeps no reference, the commit's
+    expiry can meet a user already garbage-collected, for which SQLAlchemy passes None: the
+    expire listener raised AttributeError out of ``commit()`` (after it had gone through)."""
+    db.add_all([User(name=f"u{n}", user_groups=[UserGroup(label=f"crew {n}")]) for n in range(50)])
+    db.commit()
+    assert count(db, User) == 50
+
+
 def test_pending_and_transient_users(db: Session, grid: dict[str, Any]) -> None:
     assert User(name="nobody").get_all_permissions() == frozenset()  # transient
     new = User(name="new", user_groups=[grid["group"]])

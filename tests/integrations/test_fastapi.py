@@ -11,6 +11,7 @@ too; ``test_examples_agree.py`` checks that both apps answer alike).
 import asyncio
 import random
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from bastion import InvalidArgument, NotAuthorized, PermissionNotFound, ctx, target
+from bastion import Authorizer, InvalidArgument, NotAuthorized, PermissionNotFound, ctx, target
 from bastion.integrations.fastapi import Bastion, install_exception_handler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +111,16 @@ async def test_missing_object_is_404_and_a_bad_id_422(client: httpx.AsyncClient)
     assert (await client.get("/documents/abc", headers=key("ada"))).status_code == 422
     # no subject wins over a missing object: an anonymous caller learns nothing about ids
     assert (await client.get("/documents/99")).status_code == 401
+
+
+async def test_ids_beyond_the_key_column_are_404_not_500(client: httpx.AsyncClient) -> None:
+    """The path parameter is a Python int, unbounded: SQLite's driver raised OverflowError past
+    64 bits, PostgreSQL DataError past its integer's 32 (a 500 where 404 is promised)."""
+    for doc in ("99999999999999999999999", "-99999999999999999999999", "2147483648"):
+        response = await client.get(f"/documents/{doc}", headers=key("ada"))
+        assert response.status_code == 404, doc
+        response = await client.patch(f"/documents/{doc}", headers=key("ada"))
+        assert response.status_code == 404, doc
 
 
 async def test_edit(client: httpx.AsyncClient) -> None:
@@ -380,6 +391,28 @@ async def test_sync_session_endpoints(sync_client: httpx.AsyncClient) -> None:
     assert edited.json() == {"id": 2, "title": "edited"}
     assert (await sync_client.get("/who-can/1", headers=key("ada"))).json() == ["ada", "bob"]
     assert (await sync_client.get("/reports", headers=key("eve"))).json() == "eve"
+
+
+async def test_sync_sessions_build_filters_off_the_event_loop(
+    sync_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building a filter may read the subject's expired attributes (a query): on a sync session
+    ``authorized()`` ran it on the event loop, where ``require()`` used the thread pool."""
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    original = Authorizer.filter
+
+    def spy(self: Authorizer, *args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Authorizer, "filter", spy)
+    assert await ids(sync_client, "ada") == READ["ada"]
+    assert (
+        await sync_client.get("/documents/99999999999999999999", headers=key("ada"))
+    ).status_code == 404
+    assert threads
+    assert loop_thread not in threads
 
 
 @pytest.mark.slow

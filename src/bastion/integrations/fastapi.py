@@ -51,12 +51,14 @@ from typing import Annotated, Any, TypeVar, overload
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.sql import Select
 from starlette.concurrency import run_in_threadpool
 
 from bastion.authorizer import Authorizer
 from bastion.enforcement import enforcement
 from bastion.errors import InvalidArgument, NotAuthorized
+from bastion.integrations._keys import coerce_key
 from bastion.policy import Policy
 from bastion.rules.validate import mapper_of
 
@@ -266,8 +268,14 @@ class Bastion:
 
         async def authorized_query(**values: Any) -> Any:
             subject = _present(values[_SUBJECT], permission)
-            authz = self.authorizer_for(values[_SESSION])
-            return authz.filter(subject, permission, query, **_context(values, context))
+            session = values[_SESSION]
+            authz = self.authorizer_for(session)
+            ctx = _context(values, context)
+            if _is_async(session):
+                return authz.filter(subject, permission, query, **ctx)
+            # Fix: on a sync session, building the filter may read the subject's expired
+            # attributes (a query): that ran on the event loop; in the thread pool, as require()
+            return await run_in_threadpool(authz.filter, subject, permission, query, **ctx)
 
         return _with_signature(authorized_query, self._parameters(context))
 
@@ -341,6 +349,10 @@ def _is_async(session: Any) -> bool:
 
 
 async def _get(session: Any, model: type[Any], key: Any, options: tuple[Any, ...]) -> Any:
+    bind = session.get_bind(mapper=sa_inspect(model).mapper)
+    key = coerce_key(model, key, bind.dialect.name)  # (a key out of range: 404, not a 500)
+    if key is None:
+        return None
     if _is_async(session):
         return await session.get(model, key, options=options)
     return await run_in_threadpool(session.get, model, key, options=options)

@@ -99,6 +99,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, overload
 
 import flask
 import flask_login  # type: ignore[import-untyped]
+import sqlalchemy as sa
 from flask import current_app, g, has_request_context, request
 from flask.views import MethodView
 from sqlalchemy import inspect as sa_inspect
@@ -109,6 +110,7 @@ from werkzeug.exceptions import HTTPException
 from bastion.authorizer import Authorizer
 from bastion.enforcement import enforcement
 from bastion.errors import BastionError, InvalidArgument, NotAuthorized, UnmappedClass
+from bastion.integrations._keys import coerce_key
 from bastion.policy import Policy
 
 if TYPE_CHECKING:
@@ -363,6 +365,10 @@ def _handle_not_authorized(error: NotAuthorized) -> Any:
     try:
         if error.subject is None:
             abort_unauthenticated()
+        # Fix: a denial on an object raised in a view answered 403 even with
+        # BASTION_NOT_FOUND_ON_DENY, telling a denied id from a missing one
+        if error.target is not None and current_app.config.get("BASTION_NOT_FOUND_ON_DENY"):
+            flask.abort(404)
         abort_forbidden(error)
     except HTTPException as http:  # let the app's errorhandler(401/403) pages answer
         return current_app.handle_user_exception(http)
@@ -403,7 +409,8 @@ def requires_permissions(
         @functools.wraps(view)
         def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             _require(permissions, context)
-            return view(*args, **kwargs)
+            # (an ``async def`` view runs through Flask's ensure_sync, as Flask would run it)
+            return current_app.ensure_sync(view)(*args, **kwargs)  # type: ignore[no-any-return]
 
         return guarded
 
@@ -446,7 +453,9 @@ def get_authorized(
     if subject is None:
         abort_unauthenticated()
     authz = extension.authorizer()
-    obj = authz.session.get(model, ident)
+    dialect = authz.session.get_bind(mapper=sa_inspect(model).mapper).dialect.name
+    key = coerce_key(model, ident, dialect)  # (an id that cannot be a key: 404, not a 500)
+    obj = None if key is None else authz.session.get(model, key)
     if obj is None:
         flask.abort(404)
     try:
@@ -480,7 +489,7 @@ def requires_permission_on(
         def guarded(*args: Any, **kwargs: Any) -> _R:
             ident = _pop_ident(view, kwargs, id_param)
             kwargs[name] = get_authorized(model, ident, permission, conceal=conceal, **context)
-            return view(*args, **kwargs)
+            return current_app.ensure_sync(view)(*args, **kwargs)  # type: ignore[no-any-return]
 
         return guarded
 
@@ -566,9 +575,11 @@ def allowed_actions(
             if any(policy.rules_for(p, type(subject), t) for t in types)
         ]
     actions = list(actions)
-    found = extension.authorizer().allowed_actions(subject, items, actions=actions, **context)
+    authz = extension.authorizer()
+    found = authz.allowed_actions(subject, items, actions=actions, **context)
     if not context:
         answers = _request_data().answers
+        _remember_answers(authz.session, answers)
         for obj in items:
             for action in actions:
                 key = _answer_key(subject, action, obj)
@@ -589,7 +600,46 @@ def _answer_key(subject: Any, permission: Hashable, obj: Any) -> tuple[Any, ...]
     state = sa_inspect(obj, raiseerr=False) if obj is not None else None
     if state is None or state.key is None:
         return None  # only persistent objects have an identity to remember answers by
+    # Fix: an answer learnt before the view changed or deleted the object (or its subject)
+    # was reused by can(), allowing what the Authorizer now denies. Changed or deleted objects
+    # are asked again; a flush, commit or rollback forgets every answer (_remember_answers).
+    subject_state = sa_inspect(subject, raiseerr=False)
+    if (
+        state.modified
+        or state.was_deleted
+        or (subject_state is not None and subject_state.modified)
+    ):
+        return None
+    session = state.session  # (Session._deleted: see bastion.authorizer._deleted)
+    if session is not None and state in session._deleted:
+        return None
     return (id(subject), permission, state.key)
+
+
+#: session.info key: the answers dict of the request that last remembered answers in it
+_ANSWERS = "bastion flask answers"
+
+
+def _remember_answers(session: Session, answers: dict[tuple[Any, ...], bool]) -> None:
+    """Forget ``answers`` when ``session`` flushes, commits or rolls back (writes may change
+    what the subject may do)."""
+    first = _ANSWERS not in session.info
+    session.info[_ANSWERS] = answers
+    if first:
+        for name in ("after_flush", "after_commit", "after_rollback", "after_soft_rollback"):
+            sa.event.listen(session, name, _forget_answers)
+        sa.event.listen(session, "do_orm_execute", _forget_after_writes)
+
+
+def _forget_answers(session: Session, *args: Any) -> None:
+    answers = session.info.get(_ANSWERS)
+    if answers is not None:
+        answers.clear()
+
+
+def _forget_after_writes(state: Any) -> None:
+    if not state.is_select:  # UPDATE/DELETE/INSERT statements, text(): may change answers
+        _forget_answers(state.session)
 
 
 # tests ---------------------------------------------------------------------------------------

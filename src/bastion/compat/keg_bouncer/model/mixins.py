@@ -246,5 +246,9 @@ def _on_execute(state: ORMExecuteState) -> None:
 
 
 @sa.event.listens_for(UserMixin, "expire", propagate=True)
-def _on_expire(target: UserMixin, attrs: Any) -> None:
-    target.reset_permission_cache()
+def _on_expire(target: UserMixin | None, attrs: Any) -> None:
+    # Fix: SQLAlchemy passes None for an instance already garbage-collected (users and groups
+    # refer to each other, so a commit's expiry could meet one), and the commit raised
+    # AttributeError after it had gone through. A collected user has no cache to reset.
+    if target is not None:
+        target.reset_permission_cache()
