@@ -686,3 +686,97 @@ async def test_async_enforcement_scopes_are_per_task(adata: AsyncEngine) -> None
         results = await asyncio.gather(*(request(i % 2 == 0) for i in range(6)))
     assert [len(v) for v in results] == [0, 1, 0, 1, 0, 1]
     assert len(caught) == 3
+
+
+# -- an Authorizer on an authorized session ---------------------------------------------------
+
+
+class CensorBase(DeclarativeBase):
+    pass
+
+
+class CUser(CensorBase):
+    __tablename__ = "c_users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class CFolder(CensorBase):
+    __tablename__ = "c_folders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int]
+    is_locked: Mapped[bool]
+
+
+class CDocument(CensorBase):
+    __tablename__ = "c_documents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    folder_id: Mapped[int | None] = mapped_column(sa.ForeignKey("c_folders.id"))
+    folder: Mapped[CFolder | None] = relationship()
+
+
+def censor_policy() -> Policy:
+    policy = Policy(["read", "edit", "file"])
+    policy.allow("read", subject=CUser, target=CDocument, when=target.id != None)  # noqa: E711
+    policy.allow("read", subject=CUser, target=CFolder, when=target.owner_id == subject.id)
+    policy.allow("edit", subject=CUser, target=CDocument, when=~target.folder.has(it.is_locked))
+    policy.allow("file", subject=CUser, target=CDocument, when=target.folder.has(it.id > 0))
+    return policy
+
+
+@pytest.fixture
+def censored(engine: Engine) -> Engine:
+    """User 1 reads every document but only their own folders; folder 2 (user 2's) is locked."""
+    CensorBase.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add_all([CUser(id=1), CUser(id=2)])
+        s.add_all(
+            [CFolder(id=1, owner_id=1, is_locked=False), CFolder(id=2, owner_id=2, is_locked=True)]
+        )
+        s.add_all([CDocument(id=1, folder_id=1), CDocument(id=2, folder_id=2), CDocument(id=3)])
+        s.commit()
+    return engine
+
+
+def test_an_authorizer_on_an_authorized_session_is_not_fooled_by_hidden_rows(
+    censored: Engine,
+) -> None:
+    """The session hides folder 2 from ``doc.folder`` (documented); the Python path decided from
+    that view: "edit unless the folder is locked" allowed document 2, whose folder is locked
+    (a silent allow), and "file if it has a folder" denied it. The database decides instead."""
+    policy = censor_policy()
+    truth = {"edit": {1, 3}, "file": {1, 2}}
+    with Session(censored) as s:
+        user = s.get(CUser, 1)
+        authorize_queries(s, policy, user, "read")
+        docs = list(s.scalars(sa.select(CDocument).options(selectinload(CDocument.folder))))
+        assert {d.id: d.folder is None for d in docs} == {1: False, 2: True, 3: True}  # hidden
+        authz = Authorizer(policy, s)
+        for action, allowed in truth.items():
+            assert {d.id for d in docs if authz.check(user, action, d)} == allowed, action
+            assert set(s.scalars(authz.filter(user, action, sa.select(CDocument.id)))) == allowed
+            assert authz.check_many(user, action, docs) == {d.id: d.id in allowed for d in docs}
+            for d in docs:
+                assert authz.explain(user, action, d).allowed == (d.id in allowed), (action, d.id)
+        assert authz.allowed_actions(user, docs, actions=["edit", "file"]) == {
+            d.id: {a for a, ids in truth.items() if d.id in ids} for d in docs
+        }
+        with unrestricted(reason="the same answers without the restriction"):
+            plain = Authorizer(policy, s)
+            s.expire_all()
+            docs = list(s.scalars(sa.select(CDocument).options(selectinload(CDocument.folder))))
+            for action, allowed in truth.items():
+                assert {d.id for d in docs if plain.check(user, action, d)} == allowed
+
+
+async def test_async_an_authorizer_on_an_authorized_session_asks_the_database(
+    censored: Engine, async_engine: AsyncEngine
+) -> None:
+    policy = censor_policy()
+    async with AsyncSession(async_engine) as s:
+        user = await s.get(CUser, 1)
+        authorize_queries(s, policy, user, "read")
+        stmt = sa.select(CDocument).options(selectinload(CDocument.folder)).order_by(CDocument.id)
+        docs = list(await s.scalars(stmt))
+        authz = AsyncAuthorizer(policy, s)
+        assert [await authz.check(user, "edit", d) for d in docs] == [True, False, True]
+        assert [await authz.check(user, "file", d) for d in docs] == [True, True, False]

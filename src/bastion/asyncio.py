@@ -27,6 +27,7 @@ from bastion.authorizer import (
     _require_context,
     _statement_and_entity,
 )
+from bastion.enforcement import QUERY_SCOPE_KEY
 from bastion.errors import InvalidArgument
 from bastion.grants.models import GrantModels
 from bastion.grants.store import GrantStore, Scope
@@ -72,7 +73,8 @@ class AsyncAuthorizer:
         # own Python, which reads attributes directly; on an expired object that is a lazy load,
         # and outside run_sync it failed with MissingGreenlet instead of raising NotLoaded. Only
         # compiled rules get the I/O-free trial; the others run in run_sync like any query.
-        if plan.sql_error is None:
+        censored = QUERY_SCOPE_KEY in self.sync._session_info and self.sync._censored(plan)
+        if plan.sql_error is None and not censored:  # (censored: the database decides)
             trial = {**context, SESSION_KEY: self.sync.session}
             token = IO_FORBIDDEN.set(True)
             try:

@@ -45,7 +45,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql import util as sql_util
 from sqlalchemy.sql.elements import BooleanClauseList, ColumnElement, Grouping, True_
 
-from bastion.enforcement import INTERNAL, mark_authorized
+from bastion.enforcement import INTERNAL, QUERY_SCOPE_KEY, mark_authorized
 from bastion.errors import (
     InvalidArgument,
     MissingContext,
@@ -57,6 +57,7 @@ from bastion.policy import ALL_PERMISSIONS, Plan, Policy
 from bastion.rules.constructs import bitmap_friendly, key_in, per_dialect, subquery_free
 from bastion.rules.explain import Explanation, describe, explain_rule, register_explainer
 from bastion.rules.nodes import Or, SqlRule
+from bastion.rules.reads import related_classes
 from bastion.rules.to_python import (
     ANCESTORS_PREFETCHED,
     LAZY_LOADS_ALLOWED,
@@ -190,12 +191,15 @@ class Authorizer:
             context[SESSION_KEY] = self._session
         else:  # the common call: a shared read-only context, no dict to fill per check
             context = self._session_context
-        try:
-            allowed = plan.predicate(subject, target, context, None) is True
-        except NotLoaded as missing:
-            allowed = self._not_loaded(plan, subject, target, context, missing)
-        except ObjectDeletedError:
-            return False  # a Python rule loaded values of a deleted object: no row, as in SQL
+        if QUERY_SCOPE_KEY in self._session_info and self._censored(plan):
+            allowed = self._check_censored(plan, subject, target, context)
+        else:
+            try:
+                allowed = plan.predicate(subject, target, context, None) is True
+            except NotLoaded as missing:
+                allowed = self._not_loaded(plan, subject, target, context, missing)
+            except ObjectDeletedError:
+                return False  # a Python rule loaded values of a deleted object: no row, in SQL
         if allowed and target is not None:  # (a target's class is mapped: plan() says so)
             # a deleted object has no row: the filter would not return it (see _deleted; inline,
             # on allowed answers only: W2's check is a few attribute reads)
@@ -238,6 +242,46 @@ class Authorizer:
             return False
         finally:
             LAZY_LOADS_ALLOWED.reset(token)
+
+    # authorized sessions ----------------------------------------------------------------------
+    def _censored(self, plan: Plan) -> bool:
+        """Does ``plan``'s Python predicate read relationships that this session's restriction
+        (``authorize_queries``) may have loaded partially?
+
+        Fix: an authorized session hides the rows its subject may not read from the
+        relationships it loads (``doc.folder`` is None when the folder is hidden), and the
+        Python path decided from that view: ``~target.folder.has(it.is_locked)`` was allowed on
+        a locked folder the subject cannot see, where the database (and ``filter``) denied. Such
+        plans are decided by the database in an authorized session."""
+        scope = self._session_info.get(QUERY_SCOPE_KEY)
+        if scope is None or plan.sql_error is not None:
+            return False  # (a Python-only rule has no database path: it sees what it loads)
+        key = ("censored", id(scope.policy))
+        known = plan.sql_cache.get(key)
+        if known is None:
+            protected = {r.target_type for r in scope.policy.rules() if r.target_type is not None}
+            reached = related_classes(plan.rule, plan.subject_type, plan.target_type)
+            known = reached is None or any(
+                issubclass(c, p) or issubclass(p, c) for c in reached for p in protected
+            )
+            _remember(plan.sql_cache, key, known)
+        return bool(known)
+
+    def _check_censored(
+        self, plan: Plan, subject: Any, target: Any, context: dict[str, Any]
+    ) -> bool:
+        """:meth:`check` in an authorized session, for a plan that reads relationships the
+        session restricts: one query (unrestricted, as all of bastion's own), where there is a
+        row; a new object is decided from its own values as usual."""
+        if target is not None and _is_new(target):
+            return self._check_lazily(plan, subject, target, context)
+        return self.check_in_database(plan, subject, target, context)
+
+    @property
+    def _inline(self) -> bool:
+        """``inline_loaded``, except in an authorized session: a subject's collection loaded
+        there may hold only the rows the session shows, so it is read in SQL, not inlined."""
+        return self.inline_loaded and QUERY_SCOPE_KEY not in self._session_info
 
     def _execute(self, statement: Any) -> Any:
         """Run one of bastion's own queries (not restricted nor reported as a data access)."""
@@ -435,7 +479,12 @@ class Authorizer:
 
     def _class_page(self, subject: Any, actions: list[Hashable], obj: Any) -> _ClassPage:
         plans = [self._lookup(action, subject, obj) for action in actions]
-        return _ClassPage(actions, plans, _blind_keys(plans))
+        page = _ClassPage(actions, plans, _blind_keys(plans))
+        if QUERY_SCOPE_KEY in self._session_info:  # an authorized session: see _censored
+            page.censored = frozenset(n for n, p in enumerate(plans) if self._censored(p))
+            if page.censored:
+                page.blind_keys = None  # (no verdict from a partial view either)
+        return page
 
     def _decide_one(
         self,
@@ -450,6 +499,9 @@ class Authorizer:
         database waits for the query."""
         mask = 0
         for n, plan in enumerate(page.plans):
+            if n in page.censored and state.key is not None:
+                page.pending[n][key] = None  # the query decides (see _censored)
+                continue
             try:
                 ok = plan.predicate(subject, obj, context, None) is True
             except ObjectDeletedError:
@@ -553,7 +605,7 @@ class Authorizer:
         inputs = tuple(plan.inputs.key(subject, context) for plan in plans)
         cacheable = all(k is not None for k in inputs)
         permissions = tuple(p.permission for p in plans)
-        cache_key = ("page", cls, dialect, permissions, self.inline_loaded, inputs)
+        cache_key = ("page", cls, dialect, permissions, self._inline, inputs)
         cached = plans[0].sql_cache.get(cache_key) if cacheable else None
         if cached is not None:
             return cached  # type: ignore[no-any-return]
@@ -601,7 +653,7 @@ class Authorizer:
                 )
             entity, values = state.mapper.class_, state.key[1]
         inputs = plan.inputs.key(subject, context)
-        cache_key = ("exists", entity, self.inline_loaded, inputs)
+        cache_key = ("exists", entity, self._inline, inputs)
         query = plan.sql_cache.get(cache_key) if inputs is not None else None
         if query is None:
             query = self._exists_statement(plan, entity, subject, context)
@@ -694,10 +746,14 @@ class Authorizer:
             )
             return Explanation(str(permission), False, reason, [], "decision")
         children = []
+        censored = QUERY_SCOPE_KEY in self._session_info and self._censored(plan)
         for record in plan.rules:
             rule = self.policy.resolve_rule(record, permission)
             try:
-                trace = explain_rule(rule, subject, target, context)
+                if censored and not (target is not None and _is_new(target)):
+                    trace = self._explain_in_database(rule, subject, target, context)
+                else:
+                    trace = explain_rule(rule, subject, target, context)
             except ObjectDeletedError:
                 # Fix: SQLAlchemy's error leaked out for an object deleted in the session whose
                 # values were not loaded (its row gone: check() denies it, as the database does)
@@ -726,6 +782,31 @@ class Authorizer:
                 f"{len(children)} rule(s) tried, none matched"
             )
         return Explanation(str(permission), allowed, reason, children, "decision")
+
+    def _explain_in_database(
+        self, rule: Any, subject: Any, target: Any, context: Mapping[str, Any]
+    ) -> Explanation:
+        """One rule of :meth:`explain`, asked of the database (see :meth:`_censored`): the
+        relationships it reads are restricted in this session, and lazy loads would be too."""
+        if target is None:
+            env = SqlEnv(None, subject, context, type(subject), inline_loaded=False)
+            query = sa.select(sql_clause(compile_sql(rule, env)))
+        else:
+            state = sa_inspect(target)
+            entity = state.mapper.class_
+            env = SqlEnv(entity, subject, context, type(subject), inline_loaded=False)
+            keys = [state.mapper.get_property_by_column(c).key for c in state.mapper.primary_key]
+            match = [getattr(entity, k) == v for k, v in zip(keys, state.key[1], strict=True)]
+            query = sa.select(sa.exists().where(*match, sql_clause(compile_sql(rule, env))))
+        outcome = bool(self._execute(query).scalar())
+        verdict = "matches" if outcome else "does not match"
+        return Explanation(
+            str(rule),
+            outcome,
+            f"asked the database ({verdict}): this authorized session restricts the "
+            "relationships the rule reads, so what it loaded is not the whole picture",
+            kind="database",
+        )
 
     def explain_filter(
         self,
@@ -834,7 +915,7 @@ class Authorizer:
         """Build the clause, or reuse the one built for equal inputs (clauses are immutable)."""
         key = plan.inputs.key(subject, context)
         if key is not None:
-            key = (entity, union, self.inline_loaded, key)
+            key = (entity, union, self._inline, key)
             cached = plan.sql_cache.get(key)
             if cached is not None:
                 return cached  # type: ignore[no-any-return]
@@ -883,7 +964,7 @@ class Authorizer:
         return per_dialect(key_in(left, union), postgresql=plain)
 
     def _env(self, entity: Any, subject: Any, context: Mapping[str, Any]) -> SqlEnv:
-        return SqlEnv(entity, subject, context, type(subject), inline_loaded=self.inline_loaded)
+        return SqlEnv(entity, subject, context, type(subject), inline_loaded=self._inline)
 
 
 def _statement_and_entity(query: Any, entity: Any) -> tuple[Select[Any], Any]:
@@ -1137,6 +1218,9 @@ class _ClassPage:
     pending: list[dict[Any, None]] = field(default_factory=list)
     #: the keys of the blind objects, none of whose rule inputs is loaded
     blind: dict[Any, Any] = field(default_factory=dict)
+    #: the actions (by index) whose plans an authorized session's restriction makes the query
+    #: decide for every stored object (:meth:`Authorizer._censored`)
+    censored: frozenset[int] = frozenset()
     #: the mask of the actions blind objects are given in Python (None until the first one) ...
     blind_mask: int | None = None
     #: ... and those the database must decide for them (by index)

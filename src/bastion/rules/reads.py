@@ -24,10 +24,12 @@ from typing import Any
 from sqlalchemy.orm.exc import UnmappedColumnError
 
 from bastion.rules.nodes import (
+    Ancestors,
     And,
     Attr,
     Compare,
     Const,
+    Deferred,
     In,
     IsNull,
     Not,
@@ -37,8 +39,9 @@ from bastion.rules.nodes import (
     Rule,
     Same,
 )
+from bastion.rules.validate import mapper_of
 
-__all__ = ["target_reads"]
+__all__ = ["related_classes", "target_reads"]
 
 #: node kinds that read nothing but their operands
 _OPERAND_ONLY = frozenset({Const, And, Or, Not, Compare, In, IsNull})
@@ -92,3 +95,52 @@ def _relationship(node: Related | Reroot, mapper: Any, keys: set[str]) -> bool:
             except UnmappedColumnError:
                 return False
     return True
+
+
+def related_classes(
+    rule: Rule, subject_type: type | None, target_type: type | None
+) -> frozenset[type] | None:
+    """The mapped classes ``rule``'s Python predicate reaches through relationships (of the
+    subject, the target and the objects they lead to), or None when that is not known.
+
+    An authorized session (``bastion.sessions``) hides rows of the classes it protects from the
+    relationships it loads: a predicate reading such a relationship would decide from a
+    partial view, so the Authorizer asks the database instead."""
+    found: set[type] = set()
+    start: dict[str, type | None] = {"subject": subject_type, "target": target_type, "it": None}
+    stack: list[tuple[Rule, dict[str, type | None]]] = [(rule, start)]
+    while stack:
+        node, scopes = stack.pop()
+        kind = type(node)
+        if kind is Deferred:
+            return None  # (resolved by the policy before a plan is made; unknown here)
+        if kind in (Related, Reroot, Ancestors):
+            scope = "target" if kind is Ancestors else node.scope  # type: ignore[attr-defined]
+            name = node.parent if kind is Ancestors else node.name  # type: ignore[attr-defined]
+            related = _related_class(mapper_of, scopes.get(scope), name)
+            if related is None:
+                return None
+            found.add(related)
+            if kind is Related:
+                inner = {**scopes, "it": related}
+            elif kind is Reroot:
+                inner = {"subject": scopes["subject"], "target": related, "it": None}
+            else:
+                inner = scopes
+            stack.extend((child, inner) for child in node.children())
+            continue
+        for operand in node.operands():
+            if isinstance(operand, Attr):
+                owner = scopes.get(operand.scope)
+                mapper = None if owner is None else mapper_of(owner)
+                prop = None if mapper is None else mapper.relationships.get(operand.name)
+                if prop is not None:
+                    found.add(prop.mapper.class_)
+        stack.extend((child, scopes) for child in node.children())
+    return frozenset(found)
+
+
+def _related_class(mapper_of: Any, owner: type | None, name: str) -> type | None:
+    mapper = None if owner is None else mapper_of(owner)
+    prop = None if mapper is None else mapper.relationships.get(name)
+    return None if prop is None else prop.mapper.class_
