@@ -29,7 +29,7 @@ from _pages_world import (
 )
 from bastion import Authorizer, Policy, it, subject, target
 from bastion.rules import nodes
-from bastion.rules.reads import target_reads
+from bastion.rules.reads import related_classes, target_reads
 
 ACTIONS = ("read", "edit", "own", "seat")
 
@@ -220,6 +220,19 @@ def test_target_reads_names_what_the_predicate_reads_of_the_target() -> None:
     assert target_reads(nodes.PythonRule(lambda s, t: True, "f"), mapper) is None
     unmapped = nodes.Compare(nodes.Attr("target", "not_mapped"), "==", nodes.Literal(1))
     assert target_reads(unmapped, mapper) is None
+
+
+def test_related_classes_names_the_classes_reached_through_relationships() -> None:
+    """What an authorized session may have loaded partially (``Authorizer._censored``)."""
+    policy = _policy()
+    plans = {a: policy.plan(a, User, Document) for a in ("read", "edit", "own")}
+    assert related_classes(plans["read"].rule, User, Document) == {Membership}
+    assert related_classes(plans["edit"].rule, User, Document) == frozenset()
+    assert related_classes(plans["own"].rule, User, Document) == {User}
+    # unknown: a relationship that does not exist, an unresolved deferral
+    missing = nodes.Related("target", "nowhere", nodes.Const(True))
+    assert related_classes(missing, User, Document) is None
+    assert related_classes(nodes.Deferred("owner"), User, Document) is None
 
 
 def test_more_actions_than_one_mask_column_holds(engine: Engine, db: Session) -> None:
