@@ -502,6 +502,28 @@ BAD_CALLS: list[tuple[str, Callable[[GrantStore, Session], Any], type[BastionErr
         PermissionNotFound,
     ),
     ("add to unknown bundle", lambda st, s: st.add_to_bundle("nope", "doc.read"), InvalidArgument),
+    # found by review: these raised AttributeError, TypeError or the driver's own error
+    (
+        "a class as scope",
+        lambda st, s: st.grant(s.get(User, 1), permission="doc.read", scope=User),
+        InvalidArgument,
+    ),
+    (
+        "a column as scope",
+        lambda st, s: st.grant(s.get(User, 1), permission="doc.read", scope=User.name),
+        InvalidArgument,
+    ),
+    ("revoke a class's scope", lambda st, s: st.revoke_scope(Document), InvalidArgument),
+    (
+        "a token that is no string",
+        lambda st, s: st.create_bundle("b2", ["doc.read", 1]),
+        InvalidArgument,
+    ),
+    ("no token list", lambda st, s: st.create_bundle("b3", None), InvalidArgument),
+    ("one string as the tokens", lambda st, s: st.create_bundle("b4", "doc.read"), InvalidArgument),
+    ("add a number", lambda st, s: st.add_to_bundle("readers", 5), InvalidArgument),
+    ("remove a number", lambda st, s: st.remove_from_bundle("readers", 5), InvalidArgument),
+    ("rename a list", lambda st, s: st.rename("group", ["staff"], "other"), InvalidArgument),
 ]
 
 
@@ -517,6 +539,12 @@ def test_bad_input_raises_and_changes_nothing(w: World) -> None:
         assert isinstance(raised.value, BastionError), name
         s.rollback()  # whatever the caller does after an error
         assert w.counts() == before, name
+
+
+def test_bundle_tokens_may_come_from_any_iterable(w: World) -> None:
+    """A generator was used up by the audit row's join: the bundle was created empty."""
+    bundle = w.store.create_bundle("gen", (t for t in ("doc.read", "doc.edit")))
+    assert sorted(p.token for p in bundle.permissions) == ["doc.edit", "doc.read"]
 
 
 def test_bad_input_inside_the_callers_transaction_keeps_earlier_work(w: World) -> None:

@@ -296,8 +296,17 @@ def _forget_indexes(session: Session, *args: Any) -> None:
         del session.info[key]
 
 
+def _forget_at_the_end(session: Session, transaction: Any) -> None:
+    """Fix: ``close()`` and ``reset()`` end the transaction without a commit or rollback event,
+    and the grants cached in it (``session.info`` outlives them) answered the next
+    transaction, whatever other sessions had committed meanwhile (a revoked grant allowed)."""
+    if transaction.parent is None:
+        forget_grants(session)
+
+
 for _event in ("after_commit", "after_rollback", "after_soft_rollback"):
     sa.event.listen(Session, _event, lambda session, *args: forget_grants(session))
+sa.event.listen(Session, "after_transaction_end", _forget_at_the_end)
 sa.event.listen(Session, "after_flush", _forget_indexes)
 
 

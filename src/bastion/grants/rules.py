@@ -231,6 +231,11 @@ def _holders_sql(node: HasGrant, env: SqlEnv) -> SqlValue:
         return False
     pk = getattr(env.subject_entity, mapper.get_property_by_column(links.pk).key)
     scope_type, scope_value = _scope(node, env)
+    # Fix: one EXISTS per tier, correlated to the subject row. The holders were a
+    # ``pk IN (... UNION ALL ...)``, and a scope read from the subject (``("org",
+    # subject.home_org)``) brought the subject's table into each branch of the union, which
+    # SQLAlchemy cannot correlate: a cross join, so a user who held the permission in *another*
+    # user's home org was returned.
     holders = []
     for stmt, edges in _tiers(node.models, links, None, node.permission):
         if scope_value is None:
@@ -241,10 +246,12 @@ def _holders_sql(node: HasGrant, env: SqlEnv) -> SqlValue:
                 matches = [_is_global(e) for e in edges]
             else:
                 matches = [_scope_matches(e, scope_type, kind, value) for e in edges]
-        holders.append(
-            stmt.with_only_columns(edges[0].c.user_id).where(*matches, *(_valid(e) for e in edges))
-        )
-    return pk.in_(sa.union_all(*holders))  # type: ignore[no-any-return]
+        valid = (_valid(e) for e in edges)
+        held = stmt.where(edges[0].c.user_id == pk, *matches, *valid)
+        # every other table is the enclosing statement's (the subject's two levels up, beyond
+        # the EXISTS over the target, which SQLAlchemy does not correlate on its own)
+        holders.append(held.correlate_except(*stmt.get_final_froms()).exists())
+    return sa.or_(*holders)
 
 
 def _scope_matches(edge: Any, scope_type: str, kind: str, value: Any) -> ColumnElement[bool]:
@@ -473,6 +480,14 @@ def _scope_column_type(column: Any) -> Any:
     compared the way the Python check compares them (``scope_key``): refused."""
     column_type = getattr(column, "type", None)
     if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum):
+        if column_type.collation is not None:
+            # Fix: SQL compared with the column's collation (NOCASE matched "RED" with a grant
+            # in "red"), the Python check exactly: they disagreed. Refused at registration.
+            raise RuleNotTranslatable(
+                f"scope {column}",
+                f"a scope column with a collation ({column_type.collation!r}) compares ids "
+                "unlike the exact match of stored scope ids; use a column without one",
+            )
         return None
     if isinstance(column_type, sa.Integer):
         return _IdAsBigint

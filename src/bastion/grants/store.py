@@ -31,7 +31,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstanceState, Session
 
 from bastion.errors import (
     BastionError,
@@ -166,6 +166,7 @@ class GrantStore:
     ) -> Any:
         """Create a bundle holding ``permissions``."""
         _label(label)
+        permissions = _tokens(permissions)
         with self._change("create bundle", label, ",".join(permissions), reason=reason):
             bundle = self.models.Bundle(label=label)
             self._insert("bundle", label, bundle)
@@ -187,6 +188,8 @@ class GrantStore:
         """Rename a ``"permission"`` (its token), ``"bundle"`` or ``"group"`` (its label)."""
         cls, column = self._kind(kind)
         _token(new) if kind == "permission" else _label(new)
+        if not isinstance(old, str):  # (fix: reached the driver, which raised its own error)
+            raise InvalidArgument(f"a {kind} is named by a string, got {old!r}")
         with self._change(f"rename {kind}", old, new, reason=reason):
             if old != new and self._exists(kind, new):
                 raise DuplicateName(kind, new, "already exists")
@@ -208,6 +211,7 @@ class GrantStore:
     @_unit_of_work
     def add_to_bundle(self, bundle: str, *tokens: str, reason: str | None = None) -> None:
         """Put permissions in a bundle."""
+        tokens = _tokens(tokens)
         with self._change("add to bundle", bundle, ",".join(tokens), reason=reason):
             bundle_id = self._id("bundle", bundle)
             for token in tokens:
@@ -217,6 +221,7 @@ class GrantStore:
     def remove_from_bundle(self, bundle: str, *tokens: str, reason: str | None = None) -> None:
         """Take permissions out of a bundle."""
         bp = self.models.bundle_permissions
+        tokens = _tokens(tokens)
         with self._change("remove from bundle", bundle, ",".join(tokens), reason=reason):
             bundle_id = self._id("bundle", bundle)
             ids = [self._permission_id(t) for t in tokens]
@@ -486,7 +491,8 @@ def scope_of(scope: Scope) -> tuple[str, str]:
             raise InvalidArgument(f"invalid scope type {scope[0]!r}")
         return scope[0], scope_key(scope[1])
     state = sa_inspect(scope, raiseerr=False)
-    if state is None or state.key is None or len(state.key[1]) != 1:
+    # (fix: a mapped class or an attribute inspects to a Mapper or itself: AttributeError)
+    if not isinstance(state, InstanceState) or state.key is None or len(state.key[1]) != 1:
         raise InvalidArgument(
             f"scope= takes None, (type, id) or a persistent object with one primary key; "
             f"got {scope!r}"
@@ -503,6 +509,23 @@ def _utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
     return value
+
+
+def _tokens(tokens: Any) -> tuple[str, ...]:
+    """Permission tokens given as a list (fix: anything else, or a token that is not a string,
+    raised TypeError from the audit row's ``",".join`` before any check)."""
+    try:
+        if isinstance(tokens, (str, bytes)):
+            raise TypeError
+        found = tuple(tokens)  # (a generator was used up by the audit row: nothing was linked)
+    except TypeError:
+        raise InvalidArgument(
+            f"permission tokens are given as a list of strings, got {tokens!r}"
+        ) from None
+    for token in found:
+        if not isinstance(token, str):
+            raise InvalidArgument(f"a stored permission token is a string, got {token!r}")
+    return found
 
 
 def _token(token: object) -> None:

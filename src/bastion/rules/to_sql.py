@@ -284,7 +284,9 @@ class RuleInputs:
             values.append(
                 None
                 if members is None
-                else tuple(tuple(m.__dict__.get(a, _MISSING) for a in attrs) for m in members)
+                else tuple(
+                    tuple(_freeze(m.__dict__.get(a, _MISSING)) for a in attrs) for m in members
+                )
             )
         key = tuple(values)
         try:
@@ -298,9 +300,12 @@ _MISSING = object()
 
 
 def _freeze(value: Any) -> Any:
-    if isinstance(value, (list, set, frozenset)):
-        return (type(value), tuple(value))
-    return value
+    """A cache-key part for one input value, with its type: ``True == 1 == 1.0`` in Python,
+    but their clauses differ (fix: after ``filter(org=1)``, ``filter(org=True)`` reused its
+    clause instead of being refused as the check refuses it)."""
+    if isinstance(value, (list, set, frozenset, tuple)):
+        return (type(value), tuple(map(_freeze, value)))
+    return (type(value), value)
 
 
 def rule_inputs(rule: Rule) -> RuleInputs:

@@ -235,7 +235,14 @@ def _forget(session: Session, *args: Any) -> None:
     session.info.pop(_GENERATION, None)
 
 
-for _event in ("after_flush", "after_commit", "after_rollback", "after_soft_rollback"):
+# (after_transaction_end: close() and reset() end a transaction without a commit or rollback)
+for _event in (
+    "after_flush",
+    "after_commit",
+    "after_rollback",
+    "after_soft_rollback",
+    "after_transaction_end",
+):
     sa.event.listen(Session, _event, _forget)
 
 
