@@ -65,7 +65,7 @@ from bastion.rules.to_python import (
     NotLoaded,
 )
 from bastion.rules.to_sql import ROW, SqlEnv, compile_sql, scoped_alias, sql_clause
-from bastion.rules.validate import mapper_of
+from bastion.rules.validate import context_columns, mapper_of, value_mismatch
 
 __all__ = ["Authorizer", "FilterBranch", "FilterExplanation"]
 
@@ -112,6 +112,8 @@ _PAGE_KEYS = "bastion_page_keys"
 _ONE_KEY = "bastion_key_"
 #: the branches per mask column of a page statement (bit j: branch j; a 32-bit integer)
 _MASK_BITS = 30
+#: a plan's sql_cache key: the context values' expected types (see _require_context)
+_CONTEXT_CHECKS = ("context checks",)
 
 
 class Authorizer:
@@ -390,7 +392,7 @@ class Authorizer:
         result: dict[Any, int] = dict.fromkeys(keys, 0)
         pages: dict[type, _ClassPage] = {}
         for cls, members in groups.items():
-            page = pages[cls] = self._class_page(subject, actions, items[members[0]])
+            page = pages[cls] = self._class_page(subject, actions, items[members[0]], context)
             if pending_deletions or any(states[i]._deleted for i in members):
                 # deleted objects are denied everything, as check() does (see _deleted)
                 members = [i for i in members if not _deleted(items[i], self._session)]
@@ -416,7 +418,7 @@ class Authorizer:
         and one query that returns only the allowed rows. None: not such a page, take the
         general path (:meth:`_page`'s other arguments and result)."""
         cls = type(items[0])
-        page = self._class_page(subject, actions, items[0])
+        page = self._class_page(subject, actions, items[0], context)
         if page.blind_keys is None:
             return None
         keys = _blind_keys_of(items, cls, page.blind_keys, _key_attribute(cls))
@@ -477,8 +479,13 @@ class Authorizer:
             else:
                 result[key] = self._decide_one(page, subject, obj, state, key, context)
 
-    def _class_page(self, subject: Any, actions: list[Hashable], obj: Any) -> _ClassPage:
+    def _class_page(
+        self, subject: Any, actions: list[Hashable], obj: Any, context: Mapping[str, Any]
+    ) -> _ClassPage:
         plans = [self._lookup(action, subject, obj) for action in actions]
+        for plan in plans:
+            if plan.required_context:
+                _require_context(plan, context)
         page = _ClassPage(actions, plans, _blind_keys(plans))
         if QUERY_SCOPE_KEY in self._session_info:  # an authorized session: see _censored
             page.censored = frozenset(n for n, p in enumerate(plans) if self._censored(p))
@@ -696,6 +703,8 @@ class Authorizer:
         if mapper_of(subject_type) is None:
             raise UnmappedClass(subject_type)
         plan = self.policy.plan(permission, subject_type, target_type)
+        if plan.required_context:
+            _require_context(plan, context)
         if target is None:
             env = SqlEnv(None, ROW, context, subject_type, subject_entity=subject_type)
             return sa.select(subject_type).where(sql_clause(compile_sql(plan.rule, env)))
@@ -737,6 +746,8 @@ class Authorizer:
         tier of a grant, the role, the deferral); for a denial, every branch tried and why it
         failed. ``str()`` for a terminal, ``.to_dict()`` for JSON logs. May load lazily."""
         plan = self._lookup(permission, subject, target)
+        if plan.required_context:
+            _require_context(plan, context)
         context[SESSION_KEY] = self.session
         on = "" if target is None else f" on {describe(target)}"
         if target is not None and _deleted(target, self._session):
@@ -897,6 +908,8 @@ class Authorizer:
             raise RuleNotTranslatable(
                 plan.rule, f"{permission!r} cannot be filtered in SQL: {plan.sql_error}"
             )
+        if plan.required_context:
+            _require_context(plan, context)
         clause = self.filter_clause(plan, entity, subject, context)
         if isinstance(clause, True_):
             return stmt  # nothing to narrow (e.g. an admin): no ``WHERE true``
@@ -1363,10 +1376,36 @@ def _explain_sql_rule(rule: SqlRule, s: Any, t: Any, c: Mapping[str, Any], i: An
 
 
 def _require_context(plan: Plan, context: Mapping[str, Any]) -> None:
-    """Every ``ctx`` value a rule reads must be passed, whichever branch decides."""
+    """Every ``ctx`` value a rule reads must be passed, whichever branch decides, and be of
+    the type of the column it is compared with.
+
+    Fix: a value of another type (``level=\'1\'`` for an integer column, a datetime for a
+    date) was compared as given: Python and SQL disagreed (``1 == \'1\'``), or Python raised
+    TypeError (``<`` between them), and a string passed to ``in_(ctx.x)`` was taken as its
+    characters. Registration checks literals the same way."""
     for name in plan.inputs.context_names:
         if name not in context:
             raise MissingContext(name)
+    checks = plan.sql_cache.get(_CONTEXT_CHECKS)
+    if checks is None:
+        checks = context_columns(plan.rule, plan.subject_type, plan.target_type)
+        plan.sql_cache[_CONTEXT_CHECKS] = checks
+    for name, prop, many in checks:
+        value = context[name]
+        if many:
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise InvalidArgument(
+                    f"ctx.{name} is compared with in_(): a collection, got {value!r}"
+                )
+            values = list(value)
+        else:
+            values = [value]
+        for item in values:
+            problem = value_mismatch(prop, item)
+            if problem is not None:
+                raise InvalidArgument(f"ctx.{name}: {problem}")
 
 
 def _deleted(target: Any, session: Session) -> bool:

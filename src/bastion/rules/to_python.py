@@ -417,6 +417,12 @@ def _related(node: Related) -> Predicate:
                 raise
             return _foreign_key_is_subject(owner, key, s)
         if value is None:
+            if is_subject and _unset_on_a_new_object(owner, key):
+                # Fix: a new object with only its foreign key set (``Doc(owner_id=1)``) has no
+                # related object to read (SQLAlchemy does not load one for it), so
+                # ``target.owner == subject`` was False until a flush made it True: the key
+                # decides, as for a stored object whose relationship is not loaded.
+                return _foreign_key_is_subject(owner, key, s)
             return False
         if hasattr(value, "_sa_instance_state"):  # many-to-one: one related object
             return where(s, t, c, value) is True
@@ -424,6 +430,16 @@ def _related(node: Related) -> Predicate:
         return any(where(s, t, c, x) is True for x in items)
 
     return pred
+
+
+def _unset_on_a_new_object(owner: Any, key: str) -> bool:
+    """``owner`` is new (no row yet) and its relationship ``key`` was never set (only its
+    foreign key may be)."""
+    try:
+        state = instance_state(owner)
+    except (AttributeError, UnmappedInstanceError):
+        return False
+    return state.key is None and key not in owner.__dict__
 
 
 def _foreign_key_is_subject(owner: Any, key: str, subject: Any) -> bool:

@@ -10,8 +10,11 @@ ordering comparisons with ``None``, and target attributes in a rule that has no 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
 
@@ -64,7 +67,14 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
                 top,
                 f"in_() takes a literal list, a subject attribute or ctx value, not {node.values}",
             )
-        _operand(node.values, scopes, top)
+        if _operand(node.values, scopes, top) is not None:
+            # Fix: a subject *column* is one value: Python iterated it (a string's characters,
+            # TypeError for an int), SQL raised. A collection it must be.
+            raise RuleNotTranslatable(
+                top, f"in_({node.values}) reads one column value, not a collection: use =="
+            )
+        if prop is not None:
+            _check_collation(prop, top)
         if prop is not None and isinstance(node.values, Literal):
             for value in node.values.value:
                 _check_literal(prop, value, top)
@@ -151,8 +161,12 @@ def _declared_names(cls: type) -> set[str] | None:
 def _check_compare(node: Compare, scopes: _Scopes, top: Rule) -> None:
     left, right = _operand(node.left, scopes, top), _operand(node.right, scopes, top)
     for prop, other in ((left, node.right), (right, node.left)):
+        if prop is not None:
+            _check_collation(prop, top)
         if prop is not None and isinstance(other, Literal):
             _check_literal(prop, other.value, top)
+    if left is not None and right is not None:
+        _check_columns(left, right, top)
     if node.op not in ("==", "!=") and any(
         isinstance(o, Literal) and o.value is None for o in (node.left, node.right)
     ):
@@ -160,21 +174,82 @@ def _check_compare(node: Compare, scopes: _Scopes, top: Rule) -> None:
 
 
 def _check_literal(prop: ColumnProperty[Any], value: Any, top: Rule) -> None:
+    problem = value_mismatch(prop, value)
+    if problem is not None:
+        raise RuleNotTranslatable(top, f"the literal {problem}")
+
+
+def value_mismatch(prop: ColumnProperty[Any], value: Any) -> str | None:
+    """Why ``value`` cannot be compared with the column of ``prop`` alike in Python and SQL
+    (``"'1' is a str, but level holds int values"``), or None when it can."""
     if value is None:
-        return
+        return None
+    column_type = prop.columns[0].type if prop.columns else None
     try:
-        expected = prop.columns[0].type.python_type
-    except (NotImplementedError, AttributeError, IndexError):
-        return
+        expected = column_type.python_type  # type: ignore[union-attr]
+    except (NotImplementedError, AttributeError):
+        return None
     ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
     if expected is int and isinstance(value, bool):
         ok = False
+    holds = f"{prop.key} holds {expected.__name__} values"
     if not ok:
+        return f"{value!r} is a {type(value).__name__}, but {holds}"
+    # Fix: a datetime is a date (a Date column compared with a datetime: never equal in
+    # Python, equal in SQL), and an aware datetime is no naive one (Python raised TypeError)
+    if expected is datetime.date and isinstance(value, datetime.datetime):
+        return f"{value!r} is a datetime, but {holds}"
+    aware = isinstance(value, datetime.datetime) and value.tzinfo is not None
+    if (
+        isinstance(value, datetime.datetime)
+        and isinstance(column_type, sa.DateTime)
+        and aware != bool(column_type.timezone)
+    ):
+        was = "timezone-aware" if aware else "naive"
+        kind = "timezone-aware" if column_type.timezone else "naive"
+        return f"{value!r} is {was}, but {prop.key} holds {kind} datetimes"
+    return None
+
+
+def _check_collation(prop: ColumnProperty[Any], top: Rule) -> None:
+    """Fix: a column with a collation (``COLLATE NOCASE``) compares in SQL unlike Python's
+    exact comparison: the answer depended on whether the object was loaded."""
+    column_type = prop.columns[0].type if prop.columns else None
+    collation = getattr(column_type, "collation", None)
+    if collation is not None:
         raise RuleNotTranslatable(
             top,
-            f"the literal {value!r} is a {type(value).__name__}, but {prop.key} holds "
-            f"{expected.__name__} values",
+            f"{prop.key} has the collation {collation!r}: SQL would compare it unlike Python "
+            "(exactly); compare a column without one, or a lower()-ed copy",
         )
+
+
+def _kind(prop: ColumnProperty[Any]) -> str | None:
+    try:
+        python_type = prop.columns[0].type.python_type
+    except (NotImplementedError, AttributeError, IndexError):
+        return None
+    for kind in (bool, int, float, decimal.Decimal, str, datetime.datetime, datetime.date):
+        if issubclass(python_type, kind):
+            return kind.__name__
+    return python_type.__name__
+
+
+#: kinds Python and SQL compare alike even though they differ
+_COMPATIBLE = {frozenset({"int", "float"}), frozenset({"int", "Decimal"})}
+
+
+def _check_columns(left: ColumnProperty[Any], right: ColumnProperty[Any], top: Rule) -> None:
+    """Fix: two columns of different kinds were compared (``1 == '1'`` is False in Python and
+    true in SQLite; a float and a Decimal likewise): refused, as a literal of the wrong type is."""
+    a, b = _kind(left), _kind(right)
+    if a is None or b is None or a == b or frozenset({a, b}) in _COMPATIBLE:
+        return
+    raise RuleNotTranslatable(
+        top,
+        f"{left.key} holds {a} values and {right.key} {b} values: Python and SQL compare them "
+        "differently",
+    )
 
 
 def _related_mapper(node: Related, scopes: _Scopes, top: Rule) -> Mapper[Any]:
@@ -212,3 +287,64 @@ def _check_tree(node: Ancestors, scopes: _Scopes, top: Rule) -> None:
         raise RuleNotTranslatable(top, f"{node.parent!r} does not lead to the same class (a tree)")
     if len(owner.primary_key) != 1 or len(prop.local_remote_pairs) != 1:
         raise RuleNotTranslatable(top, "trees need a single-column primary and foreign key")
+
+
+def context_columns(
+    rule: Rule, subject_type: type | None, target_type: type | None
+) -> tuple[tuple[str, ColumnProperty[Any], bool], ...]:
+    """``(ctx name, column property, as a collection?)`` for every ``ctx`` value ``rule``
+    compares with a column (``target.level <= ctx.level``, ``target.org_id.in_(ctx.orgs)``):
+    the types a call's context values must have (``Authorizer`` checks them per call)."""
+    found: list[tuple[str, ColumnProperty[Any], bool]] = []
+    target_mapper = None if target_type is None else mapper_of(target_type)
+    stack: list[tuple[Rule, _Scopes]] = [
+        (rule, {"subject": subject_type, "target": target_mapper, "it": None})
+    ]
+    while stack:
+        node, scopes = stack.pop()
+        pairs: list[tuple[Any, Any, bool]] = []
+        if isinstance(node, Compare):
+            pairs = [(node.left, node.right, False), (node.right, node.left, False)]
+        elif isinstance(node, In):
+            pairs = [(node.left, node.values, True)]
+        for column_side, context_side, many in pairs:
+            if isinstance(context_side, Context) and isinstance(column_side, Attr):
+                prop = _column_of(column_side, scopes)
+                if prop is not None:
+                    found.append((context_side.name, prop, many))
+        if isinstance(node, Related):
+            related = _quiet(lambda n=node, sc=scopes: _related_mapper(n, sc, rule))
+            if related is not None:
+                stack.append((node.where, {**scopes, "it": related}))
+            continue
+        if isinstance(node, Reroot):
+            related = _quiet(
+                lambda n=node, sc=scopes: _related_mapper(
+                    Related(n.scope, n.name, n.rule), sc, rule
+                )
+            )
+            if related is not None:
+                stack.append(
+                    (node.rule, {"subject": scopes["subject"], "target": related, "it": None})
+                )
+            continue
+        stack.extend((child, scopes) for child in node.children())
+    return tuple(found)
+
+
+def _column_of(operand: Attr, scopes: _Scopes) -> ColumnProperty[Any] | None:
+    owner = scopes.get(operand.scope)
+    if owner is None:
+        return None
+    if operand.scope == "subject":
+        found = _quiet(lambda: _subject_attribute(owner, operand.name))
+        return found if isinstance(found, ColumnProperty) else None
+    prop = owner.attrs.get(operand.name)
+    return prop if isinstance(prop, ColumnProperty) else None
+
+
+def _quiet(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - what registration refused is not ours to report here
+        return None
