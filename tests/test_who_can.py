@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, selectinload
 
 from _pages_strategies import EXAMPLES, scenarios
 from _pages_world import (
@@ -422,3 +422,58 @@ def test_a_deferral_to_a_python_only_rule_is_refused_at_registration(order: str)
         _python_only(policy)
         with pytest.raises(RuleNotTranslatable):
             defer()
+
+
+# -- subclasses of the subject type with rules of their own ------------------------------------
+
+
+class _KindBase(DeclarativeBase):
+    pass
+
+
+class _Person(_KindBase):
+    __tablename__ = "k_people"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    level: Mapped[int | None]
+    kind: Mapped[str] = mapped_column(sa.String(10), default="person")
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "person"}
+
+
+class _Boss(_Person):
+    __mapper_args__ = {"polymorphic_identity": "boss"}
+
+
+class _Intern(_Person):  # no rules of its own: _Person's apply
+    __mapper_args__ = {"polymorphic_identity": "intern"}
+
+
+class _Paper(_KindBase):
+    __tablename__ = "k_papers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    level: Mapped[int | None]
+
+
+def test_subclasses_with_their_own_rules_are_judged_by_them(engine: Engine) -> None:
+    """The nearest class's rules judge a subject: ``who_can(subject_type=_Person)`` judged
+    ``_Boss`` rows by ``_Person``'s rule and listed bosses ``check`` denied."""
+    _KindBase.metadata.create_all(engine)
+    policy = Policy(["read"])
+    policy.allow("read", subject=_Person, target=_Paper, when=target.level <= subject.level)
+    policy.allow("read", subject=_Boss, target=_Paper, when=target.level == 0)
+    with Session(engine) as s:
+        s.add_all([_Person(id=1, level=5), _Boss(id=2, level=5), _Boss(id=3, level=0)])
+        s.add_all([_Intern(id=4, level=9), _Person(id=5, level=1)])
+        s.add_all([_Paper(id=1, level=3), _Paper(id=2, level=0)])
+        s.commit()
+        authz = Authorizer(policy, s)
+        people = s.scalars(sa.select(_Person).order_by(_Person.id)).all()
+        for paper in s.scalars(sa.select(_Paper)).all():
+            listed = set(s.scalars(authz.who_can("read", paper, subject_type=_Person)))
+            assert {p.id for p in listed} == {p.id for p in people if authz.check(p, "read", paper)}
+            bosses = set(s.scalars(authz.who_can("read", paper, subject_type=_Boss)))
+            assert {p.id for p in bosses} == {
+                p.id for p in people if isinstance(p, _Boss) and authz.check(p, "read", paper)
+            }
+        assert {
+            p.id for p in s.scalars(authz.who_can("read", s.get(_Paper, 1), subject_type=_Person))
+        } == {1, 4}

@@ -705,19 +705,77 @@ class Authorizer:
         plan = self.policy.plan(permission, subject_type, target_type)
         if plan.required_context:
             _require_context(plan, context)
+        kinds = self._subject_kinds(permission, subject_type, target_type, plan, context)
         if target is None:
-            env = SqlEnv(None, ROW, context, subject_type, subject_entity=subject_type)
-            return sa.select(subject_type).where(sql_clause(compile_sql(plan.rule, env)))
+            clause = self._subjects_clause(kinds, None, context, subject_type)
+            return sa.select(subject_type).where(clause)
         state = sa_inspect(target)
         if state.key is None:
             raise InvalidArgument(f"who_can() needs a persistent target, got {target!r}")
         alias = scoped_alias(state.mapper, "who_can", 0)
-        env = SqlEnv(alias, ROW, context, subject_type, subject_entity=subject_type)
-        clause = sql_clause(compile_sql(plan.rule, env))
+        clause = self._subjects_clause(kinds, alias, context, subject_type)
         keys = [state.mapper.get_property_by_column(c).key for c in state.mapper.primary_key]
         match = [getattr(alias, k) == v for k, v in zip(keys, state.key[1], strict=True)]
         exists = sa.select(sa.literal(1)).select_from(alias).where(*match, clause).exists()
         return sa.select(subject_type).where(exists)
+
+    def _subject_kinds(
+        self,
+        permission: Hashable,
+        subject_type: type,
+        target_type: type | None,
+        plan: Plan,
+        context: Mapping[str, Any],
+    ) -> list[tuple[Plan, Any, list[Any]]]:
+        """The subject rows of :meth:`who_can` by the rules that judge them: ``(plan, the
+        entity its rule reads, polymorphic identities)``; no identities: every row.
+
+        Fix: a subclass of the subject type with its own rules (the nearest class's rules
+        apply to a subject, ``Admin(User)``) had its rows judged by ``User``'s rule: listed where
+        ``check`` denied them. Each group of classes gets its own rule, restricted to its rows
+        by the discriminator; across tables (joined inheritance) that is refused rather than
+        answered wrong."""
+        mapper: Any = sa_inspect(subject_type)
+        groups: dict[Any, tuple[Plan, Any, list[Any]]] = {}
+        for sub in mapper.self_and_descendants:
+            sub_plan = (
+                plan if sub is mapper else self.policy.plan(permission, sub.class_, target_type)
+            )
+            if sub_plan.required_context:
+                _require_context(sub_plan, context)
+            group = groups.setdefault(sub_plan.rule, (sub_plan, sub.class_, []))
+            group[2].append(sub)
+        if len(groups) == 1:
+            return [(plan, subject_type, [])]
+        discriminator = mapper.polymorphic_on
+        if discriminator is None or any(
+            m.local_table is not mapper.local_table for _, _, ms in groups.values() for m in ms
+        ):
+            names = sorted(m.class_.__name__ for _, _, ms in groups.values() for m in ms)
+            raise InvalidArgument(
+                f"who_can({permission!r}) over {subject_type.__name__}: its subclasses have "
+                f"rules of their own ({', '.join(names)}) and their rows cannot be told apart in "
+                "one table: ask who_can(..., subject_type=<each class>)"
+            )
+        return [
+            (p, entity, [m.polymorphic_identity for m in members])
+            for p, entity, members in groups.values()
+        ]
+
+    def _subjects_clause(
+        self,
+        kinds: list[tuple[Plan, Any, list[Any]]],
+        target: Any,
+        context: Mapping[str, Any],
+        subject_type: type,
+    ) -> Any:
+        discriminator: Any = sa_inspect(subject_type).polymorphic_on
+        parts = []
+        for plan, entity, identities in kinds:
+            env = SqlEnv(target, ROW, context, entity, subject_entity=entity)
+            clause = sql_clause(compile_sql(plan.rule, env))
+            parts.append(sa.and_(discriminator.in_(identities), clause) if identities else clause)
+        return parts[0] if len(parts) == 1 else sa.or_(*parts)
 
     def _subject_type(self, permission: Hashable, target_type: type | None) -> type:
         self.policy.require_permission(permission)
