@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import enum
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from bastion import Authorizer, InvalidArgument, Policy, RuleNotTranslatable, ctx, subject, target
+from bastion import (
+    Authorizer,
+    InvalidArgument,
+    Policy,
+    Role,
+    RolePolicy,
+    RuleNotTranslatable,
+    ctx,
+    it,
+    subject,
+    target,
+)
 
 
 class Base(DeclarativeBase):
@@ -173,3 +185,33 @@ def test_a_new_object_with_only_its_foreign_key_is_decided_by_the_key(db: Sessio
     assert not authz.check(person, "comment", new)
     other = Item(id=3, owner_id=1, owner=None)  # the relationship set to None: it wins
     assert not authz.check(person, "edit", other)
+
+
+class Grade(enum.Enum):
+    admin = "Administrator"
+    member = "Member"
+
+
+class Seat(Base):
+    __tablename__ = "t_seats"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(sa.ForeignKey("t_people.id"))
+    grade: Mapped[Grade | None]
+    title: Mapped[str | None] = mapped_column(sa.String(20))
+
+
+Person.seats = relationship(Seat)  # type: ignore[attr-defined]
+
+
+def test_roles_read_from_an_enum_column_are_refused() -> None:
+    """An Enum column's Python values are members (``Grade.admin``), its SQL values the stored
+    names: compared with role names, the Python and SQL answers differed."""
+    roles = RolePolicy([Role("admin", ["p"])], lambda *a, **k: None, lambda *a, **k: None)
+    policy = Policy(["p"])
+    with pytest.raises(RuleNotTranslatable, match="grade is an Enum column"):
+        policy.allow(
+            "p", subject=Person, target=Item, when=subject.seats.any(roles.grants(it.grade, "p"))
+        )
+    policy.allow(
+        "p", subject=Person, target=Item, when=subject.seats.any(roles.grants(it.title, "p"))
+    )

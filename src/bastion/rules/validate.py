@@ -96,7 +96,18 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
         _check_same(node, scopes, top)
     else:  # node kinds added by other modules: check what they read
         for operand in node.operands():
-            _operand(operand, scopes, top)
+            prop = _operand(operand, scopes, top)
+            column_type = prop.columns[0].type if prop is not None and prop.columns else None
+            enum_column = isinstance(column_type, sa.Enum) and column_type.enum_class is not None
+            if prop is not None and enum_column:
+                # Fix: a role read from an Enum column is an enum member in Python and its
+                # stored name in SQL: compared with role names, the answers differed
+                members = column_type.enum_class.__name__  # type: ignore[union-attr]
+                raise RuleNotTranslatable(
+                    top,
+                    f"{prop.key} is an Enum column: its Python values are {members} members, "
+                    "its SQL values strings; store the names in a String column",
+                )
     for child in node.children():
         _walk(child, scopes, top)
 
