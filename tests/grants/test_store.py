@@ -524,6 +524,22 @@ BAD_CALLS: list[tuple[str, Callable[[GrantStore, Session], Any], type[BastionErr
     ("add a number", lambda st, s: st.add_to_bundle("readers", 5), InvalidArgument),
     ("remove a number", lambda st, s: st.remove_from_bundle("readers", 5), InvalidArgument),
     ("rename a list", lambda st, s: st.rename("group", ["staff"], "other"), InvalidArgument),
+    # scope ids the column cannot hold (PostgreSQL raised DataError) or no row can have
+    (
+        "scope id too long",
+        lambda st, s: st.grant(s.get(User, 1), permission="doc.read", scope=("org", "x" * 256)),
+        InvalidArgument,
+    ),
+    (
+        "empty scope id",
+        lambda st, s: st.grant(s.get(User, 1), permission="doc.read", scope=("org", "")),
+        InvalidArgument,
+    ),
+    (
+        "control scope id",
+        lambda st, s: st.grant(s.get(User, 1), permission="doc.read", scope=("org", "1\n")),
+        InvalidArgument,
+    ),
 ]
 
 
@@ -539,6 +555,20 @@ def test_bad_input_raises_and_changes_nothing(w: World) -> None:
         assert isinstance(raised.value, BastionError), name
         s.rollback()  # whatever the caller does after an error
         assert w.counts() == before, name
+
+
+def test_a_long_audit_text_is_shortened_not_refused(w: World) -> None:
+    """A bundle of many permissions: its audit row's object (the tokens joined) overflowed the
+    255-character column, and PostgreSQL refused the whole change."""
+    tokens = [f"reports.section.{n:03d}" for n in range(20)]
+    for token in tokens:
+        w.store.create_permission(token)
+    bundle = w.store.create_bundle("everything", tokens)
+    assert len(bundle.permissions) == 20
+    (row,) = audit(w)
+    assert row[1] == "create bundle"
+    assert len(row[3]) == 255
+    assert row[3].endswith("…")
 
 
 def test_bundle_tokens_may_come_from_any_iterable(w: World) -> None:

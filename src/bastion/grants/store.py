@@ -129,7 +129,14 @@ class GrantStore:
         nested = self.session.in_transaction()
         if nested:
             _begin_sqlite(self.session)
-        row = {"action": action, "subject": subject, "object": obj, "scope": scope}
+        # (fix: a bundle created with many tokens overflowed the audit's 255-character object
+        # column: PostgreSQL refused the change with a DataError; the text is shortened instead)
+        row = {
+            "action": action,
+            "subject": _fit(subject, 255),
+            "object": _fit(obj, 255),
+            "scope": _fit(scope, 320),
+        }
         with (self.session.begin_nested if nested else self.session.begin)():
             yield row
             self.session.execute(
@@ -253,7 +260,7 @@ class GrantStore:
             table, left, right_column, right_id, what = self._edge(
                 holder, permission, bundle, group
             )
-            audit.update(subject=_describe(holder), object=what)
+            audit.update(subject=_fit(_describe(holder), 255), object=_fit(what, 255))
             values = {left[0]: left[1], right_column: right_id, **window}
             values.update(scope_type=scope_type, scope_id=scope_id)
             self._upsert(table, values, ("valid_from", "expires_at"))
@@ -275,7 +282,7 @@ class GrantStore:
             table, left, right_column, right_id, what = self._edge(
                 holder, permission, bundle, group
             )
-            audit.update(subject=_describe(holder), object=what)
+            audit.update(subject=_fit(_describe(holder), 255), object=_fit(what, 255))
             self.session.execute(
                 sa.delete(table).where(
                     table.c[left[0]] == left[1],
@@ -489,7 +496,12 @@ def scope_of(scope: Scope) -> tuple[str, str]:
     if isinstance(scope, tuple) and len(scope) == 2 and isinstance(scope[0], str):
         if not scope[0] or len(scope[0]) > 64 or not scope[0].isprintable():
             raise InvalidArgument(f"invalid scope type {scope[0]!r}")
-        return scope[0], scope_key(scope[1])
+        key = scope_key(scope[1])
+        # Fix: an id the column cannot hold (over 255 characters: PostgreSQL raised DataError)
+        # or that no row can have (empty, control characters) was stored as given
+        if not key or len(key) > 255 or not key.isprintable():
+            raise InvalidArgument(f"invalid scope id {scope[1]!r} (1-255 printable characters)")
+        return scope[0], key
     state = sa_inspect(scope, raiseerr=False)
     # (fix: a mapped class or an attribute inspects to a Mapper or itself: AttributeError)
     if not isinstance(state, InstanceState) or state.key is None or len(state.key[1]) != 1:
@@ -561,6 +573,11 @@ def _describe(holder: Any) -> str:
     if state is not None and state.key is not None:
         return f"{type(holder).__name__} {','.join(map(str, state.key[1]))}"
     return repr(holder)[:255]
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` shortened to ``limit`` characters (an audit column's size), marked with ``…``."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _scope_text(scope_type: str, scope_id: str) -> str:
