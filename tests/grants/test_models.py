@@ -202,6 +202,10 @@ def test_subclasses_use_the_links_of_their_registered_base() -> None:
     links = models.register_user(Person, table_prefix="person")
     assert models.links_for(Staff) is links
     assert links.permissions.name == "bastion_person_permissions"
+    # registering the subclass too shares the base's tables (SQLAlchemy refused a second set)
+    assert models.register_user(Staff) is links
+    with pytest.raises(InvalidArgument, match="inherits the link tables of Person"):
+        models.register_user(Staff, table_prefix="staff")
 
 
 def test_register_user_errors() -> None:

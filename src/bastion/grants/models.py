@@ -138,6 +138,18 @@ class GrantModels:
         mapper: Any = sa_inspect(user_class, raiseerr=False)
         if mapper is None:
             raise UnmappedClass(user_class)
+        inherited = self.links_for(user_class)
+        if inherited is not None:
+            # Fix: a subclass of a registered user model (single-table or joined inheritance)
+            # made its tables again, and SQLAlchemy refused ("Table ... is already defined"). Its
+            # rows are users of the base class: it shares the base class's link tables, as a
+            # GrantsUserMixin subclass does.
+            if primary_key is not None or table_prefix is not None:
+                raise InvalidArgument(
+                    f"{user_class.__name__} inherits the link tables of "
+                    f"{inherited.user_class.__name__}: no primary_key= or table_prefix= for it"
+                )
+            return inherited
         pk = _user_pk(mapper, primary_key)
         table = f"{self.prefix}{table_prefix or mapper.local_table.name}"
         links = UserLinks(
