@@ -477,3 +477,40 @@ def test_subclasses_with_their_own_rules_are_judged_by_them(engine: Engine) -> N
         assert {
             p.id for p in s.scalars(authz.who_can("read", s.get(_Paper, 1), subject_type=_Person))
         } == {1, 4}
+
+
+class _Member(_KindBase):
+    __tablename__ = "j_members"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    level: Mapped[int | None]
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "member"}
+
+
+class _Officer(_Member):  # joined inheritance: its own table and column
+    __tablename__ = "j_officers"
+    id: Mapped[int] = mapped_column(sa.ForeignKey("j_members.id"), primary_key=True)
+    clearance: Mapped[int | None]
+    __mapper_args__ = {"polymorphic_identity": "officer"}
+
+
+def test_subclasses_with_their_own_rules_across_tables(engine: Engine) -> None:
+    """Joined inheritance: the subclass's rule reads its own table's column."""
+    _KindBase.metadata.create_all(engine)
+    policy = Policy(["read"])
+    policy.allow("read", subject=_Member, target=_Paper, when=target.level <= subject.level)
+    policy.allow("read", subject=_Officer, target=_Paper, when=target.level <= subject.clearance)
+    with Session(engine) as s:
+        s.add_all([_Member(id=1, level=5), _Member(id=2, level=0)])
+        s.add_all([_Officer(id=3, level=9, clearance=0), _Officer(id=4, level=0, clearance=9)])
+        s.add_all([_Paper(id=1, level=3), _Paper(id=2, level=0)])
+        s.commit()
+        authz = Authorizer(policy, s)
+        members = s.scalars(sa.select(_Member).order_by(_Member.id)).all()
+        for paper in s.scalars(sa.select(_Paper)).all():
+            listed = s.scalars(authz.who_can("read", paper, subject_type=_Member)).all()
+            assert {m.id for m in listed} == {
+                m.id for m in members if authz.check(m, "read", paper)
+            }
+        first = authz.who_can("read", s.get(_Paper, 1), subject_type=_Member)
+        assert sorted(m.id for m in s.scalars(first)) == [1, 4]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import sqlalchemy as sa
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.exc import ObjectDeletedError
 from sqlalchemy.sql import Select
@@ -726,56 +726,68 @@ class Authorizer:
         target_type: type | None,
         plan: Plan,
         context: Mapping[str, Any],
-    ) -> list[tuple[Plan, Any, list[Any]]]:
-        """The subject rows of :meth:`who_can` by the rules that judge them: ``(plan, the
-        entity its rule reads, polymorphic identities)``; no identities: every row.
+    ) -> list[tuple[Plan, Any]]:
+        """The classes of :meth:`who_can`'s subject rows, each with the plan that judges it
+        (one entry, ``subject_type``'s, when no subclass has rules of its own).
 
         Fix: a subclass of the subject type with its own rules (the nearest class's rules
         apply to a subject, ``Admin(User)``) had its rows judged by ``User``'s rule: listed where
-        ``check`` denied them. Each group of classes gets its own rule, restricted to its rows
-        by the discriminator; across tables (joined inheritance) that is refused rather than
-        answered wrong."""
+        ``check`` denied them. Each class's rows now get its own rule, told apart by the
+        discriminator (a hierarchy without one is refused rather than answered wrong)."""
         mapper: Any = sa_inspect(subject_type)
-        groups: dict[Any, tuple[Plan, Any, list[Any]]] = {}
+        kinds: list[tuple[Plan, Any]] = []
         for sub in mapper.self_and_descendants:
             sub_plan = (
                 plan if sub is mapper else self.policy.plan(permission, sub.class_, target_type)
             )
             if sub_plan.required_context:
                 _require_context(sub_plan, context)
-            group = groups.setdefault(sub_plan.rule, (sub_plan, sub.class_, []))
-            group[2].append(sub)
-        if len(groups) == 1:
-            return [(plan, subject_type, [])]
-        discriminator = mapper.polymorphic_on
-        if discriminator is None or any(
-            m.local_table is not mapper.local_table for _, _, ms in groups.values() for m in ms
-        ):
-            names = sorted(m.class_.__name__ for _, _, ms in groups.values() for m in ms)
+            kinds.append((sub_plan, sub))
+        if all(p.rule == plan.rule for p, _ in kinds):
+            return [(plan, mapper)]
+        if mapper.polymorphic_on is None:
+            names = sorted(m.class_.__name__ for _, m in kinds)
             raise InvalidArgument(
                 f"who_can({permission!r}) over {subject_type.__name__}: its subclasses have "
-                f"rules of their own ({', '.join(names)}) and their rows cannot be told apart in "
-                "one table: ask who_can(..., subject_type=<each class>)"
+                f"rules of their own ({', '.join(names)}) and no discriminator tells their rows "
+                "apart: ask who_can(..., subject_type=<each class>)"
             )
-        return [
-            (p, entity, [m.polymorphic_identity for m in members])
-            for p, entity, members in groups.values()
-        ]
+        return kinds
 
     def _subjects_clause(
         self,
-        kinds: list[tuple[Plan, Any, list[Any]]],
+        kinds: list[tuple[Plan, Any]],
         target: Any,
         context: Mapping[str, Any],
         subject_type: type,
     ) -> Any:
-        discriminator: Any = sa_inspect(subject_type).polymorphic_on
+        base: Any = sa_inspect(subject_type)
+        if len(kinds) == 1:
+            env = SqlEnv(target, ROW, context, subject_type, subject_entity=subject_type)
+            return sql_clause(compile_sql(kinds[0][0].rule, env))
         parts = []
-        for plan, entity, identities in kinds:
-            env = SqlEnv(target, ROW, context, entity, subject_entity=entity)
+        for plan, mapper in kinds:
+            is_row = base.polymorphic_on == mapper.polymorphic_identity
+            if mapper is base or mapper.local_table is base.local_table:  # the same table
+                env = SqlEnv(target, ROW, context, mapper.class_, subject_entity=mapper.class_)
+                parts.append(sa.and_(is_row, sql_clause(compile_sql(plan.rule, env))))
+                continue
+            # joined inheritance: the subclass's columns live in its own table, read in an
+            # EXISTS over an alias of the subclass matched on the key
+            alias = aliased(mapper.class_)
+            env = SqlEnv(target, ROW, context, mapper.class_, subject_entity=alias)
             clause = sql_clause(compile_sql(plan.rule, env))
-            parts.append(sa.and_(discriminator.in_(identities), clause) if identities else clause)
-        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+            keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+            same = [getattr(alias, k) == getattr(subject_type, k) for k in keys]
+            row = (
+                sa.select(sa.literal(1))
+                .select_from(alias)
+                .where(*same, clause)
+                .correlate_except(alias)  # (the subject's table is two levels up)
+                .exists()
+            )
+            parts.append(sa.and_(is_row, row))
+        return sa.or_(*parts)
 
     def _subject_type(self, permission: Hashable, target_type: type | None) -> type:
         self.policy.require_permission(permission)
