@@ -1063,3 +1063,62 @@ def test_snapshot_of_a_tree_seed_by_parts(dialect: str) -> None:
     stmt = sa.select(Folder.id).where(to_sql(as_rule(rule), Folder, person))
     true = {"sqlite": "ON 1 = 1)", "postgresql": "ON true)"}[dialect]
     assert _snapshot(stmt, dialect) == TREE_GATED + true
+
+
+# -- a tree whose parent leads to a sibling class (single-table inheritance) ------------------
+
+
+class _SiblingBase(DeclarativeBase):
+    pass
+
+
+class _Keeper(_SiblingBase):
+    __tablename__ = "s_keepers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class _Node(_SiblingBase):
+    __tablename__ = "s_nodes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    parent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("s_nodes.id"))
+    owner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("s_keepers.id"))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "node"}
+
+
+class _Shelf(_Node):
+    __mapper_args__ = {"polymorphic_identity": "shelf"}
+    parent: Mapped[_Shelf | None] = relationship(remote_side="_Node.id")
+
+
+class _Binder(_Node):  # under shelves, never a shelf itself
+    __mapper_args__ = {"polymorphic_identity": "binder"}
+    parent: Mapped[_Shelf | None] = relationship(remote_side="_Node.id")
+
+
+def test_a_tree_whose_parent_is_a_sibling_class(engine: Engine) -> None:
+    """``_Binder.parent`` leads to ``_Shelf``: the SQL walked an alias of ``_Shelf`` (``kind IN
+    ('shelf')``), lost the binder itself, and denied everything the Python walk allowed."""
+    _SiblingBase.metadata.create_all(engine)
+    policy = Policy(["read"])
+    rule = ancestors(target.parent, target.owner_id == subject.id)
+    policy.allow("read", subject=_Keeper, target=_Binder, when=rule)
+    with Session(engine) as s:
+        s.add_all([_Keeper(id=1), _Keeper(id=2)])
+        s.add_all([_Shelf(id=1, owner_id=1), _Shelf(id=2, parent_id=1)])
+        s.add_all([_Binder(id=3, parent_id=2), _Binder(id=4, owner_id=2)])
+        s.commit()
+        authz = Authorizer(policy, s)
+        binders = s.scalars(sa.select(_Binder).order_by(_Binder.id)).all()
+        keepers = s.scalars(sa.select(_Keeper).order_by(_Keeper.id)).all()
+        expected = {1: {3}, 2: {4}}
+        for keeper in keepers:
+            allowed = {b.id for b in binders if authz.check(keeper, "read", b)}
+            assert allowed == expected[keeper.id]
+            assert set(s.scalars(authz.filter(keeper, "read", sa.select(_Binder.id)))) == allowed
+            assert authz.check_many(keeper, "read", binders) == {
+                b.id: b.id in allowed for b in binders
+            }
+        for binder in binders:
+            who = {k.id for k in s.scalars(authz.who_can("read", binder))}
+            assert who == {k for k, ids in expected.items() if binder.id in ids}

@@ -847,10 +847,13 @@ def _ancestors(node: Ancestors, env: SqlEnv) -> SqlValue:
     if len(mapper.primary_key) != 1 or len(prop.local_remote_pairs) != 1:
         raise RuleNotTranslatable(node, "trees need a single-column primary and foreign key")
     depth = env.depth + 1
-    # The tree's rows are of the class ``parent`` leads to, as in the Python walk, not of the
-    # target's class: with single-table inheritance an alias of ``Invoice`` added
-    # ``kind IN ('invoice', 'receipt')`` and lost an invoice's parent that is a plain Document.
-    mapper = prop.mapper
+    # The tree's rows are the target's and those ``parent`` leads to, as in the Python walk:
+    # with single-table inheritance an alias of ``Invoice`` added ``kind IN ('invoice',
+    # 'receipt')`` and lost an invoice's parent that is a plain Document. Fix: an alias of the
+    # class ``parent`` leads to (``Folder``) lost the target itself when it is a sibling class
+    # (a ``File`` under folders: ``kind IN ('folder')``), and every answer in SQL was False.
+    # The nearest class both are: ``Node``.
+    mapper = next(m for m in prop.mapper.iterate_to_root() if mapper.isa(m))
     base = scoped_alias(mapper, "tree", depth)
     body = compile_sql(node.rule, replace(env, target=base, it=None, positive=True, depth=depth))
     if body is False or body is None:
