@@ -59,12 +59,16 @@ def test_demo_walkthrough(tmp_path: Path) -> None:
     assert "statements sent to the database: 1" in parts["8"]
 
 
-def test_demo_recreates_its_database(tmp_path: Path) -> None:
-    path = tmp_path / "demo.sqlite"
+@pytest.mark.parametrize("name", ["demo.sqlite", "demo?.sqlite", "a#b.sqlite"])
+def test_demo_recreates_its_database(tmp_path: Path, name: str) -> None:
+    """(``?`` in the path was read as a URL query: the file made was another, and the second
+    run met the first run's rows.)"""
+    path = tmp_path / name
     first, second = io.StringIO(), io.StringIO()
     run_demo(str(path), first)
     run_demo(str(path), second)  # a second run starts from a new file, same story
     assert first.getvalue() == second.getvalue()
+    assert path.exists()
 
 
 def test_demo_command_line(tmp_path: Path) -> None:

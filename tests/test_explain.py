@@ -472,3 +472,16 @@ def test_explain_filter_on_a_fresh_policy(authz: Authorizer) -> None:
     )
     assert [(b.rule, b.rows) for b in fe.branches] == [("public", 2)]
     assert fe.sql.endswith(f"WHERE {fe.branches[0].sql}")
+
+
+def test_explain_filter_describes_the_entity_it_is_given(authz: Authorizer) -> None:
+    """``entity=`` was taken as a context value: the filter narrowed that entity while the
+    branches and counts described the statement's first one (or none, without rules)."""
+    user = authz.session.get(User, 2)
+    query = sa.select(Folder.id, Document.id).join(Document, Document.folder_id == Folder.id)
+    fe = authz.explain_filter(user, "doc.edit", query, entity=Document, counts=True)
+    stmt = authz.filter(user, "doc.edit", query, entity=Document)
+    assert fe.sql == str(stmt.compile(authz.session.get_bind()))
+    assert [b.rule for b in fe.branches] == ["roles:site", "editors"]
+    assert all("documents" in b.sql for b in fe.branches)
+    assert all(b.rows is not None for b in fe.branches)

@@ -46,6 +46,7 @@ from bastion import (
     RuleNotTranslatable,
     UnknownAttribute,
     UnusedPermission,
+    ctx,
     it,
     subject,
     target,
@@ -1084,3 +1085,49 @@ def test_many_role_names_on_a_plain_subject(roles: Any, expected: bool | None) -
     policy = Policy()
     plain.register(policy, subject=SlotsUser, role=subject.roles, many=True)
     assert Authorizer(policy, Session()).check(SlotsUser(roles), "a.read") is (expected is True)
+
+
+# -- explanations of roles decided in Python, or of no role at all ------------------------------
+
+
+class _ExplainBase(sa.orm.DeclarativeBase):
+    pass
+
+
+class _Staffer(_ExplainBase):
+    __tablename__ = "x_staff"
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(primary_key=True)
+    role: sa.orm.Mapped[str | None]
+
+
+class _Memo(_ExplainBase):
+    __tablename__ = "x_memos"
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(primary_key=True)
+
+
+class _Overseer(Role):
+    def check(self, identity: Any, permission: Any, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+
+def test_explain_names_a_role_decided_in_python_and_survives_unhashable_names() -> None:
+    """``explain`` said "role 'boss' does not hold" when the role's own check allowed; and a
+    list passed as ``ctx.role`` raised TypeError in ``explain`` (check and filter deny it)."""
+    engine = sa.create_engine("sqlite://")
+    _ExplainBase.metadata.create_all(engine)
+    roles = RolePolicy([_Overseer("boss"), Role("clerk", ["memo.read"])])
+    policy = Policy()
+    roles.register(policy, subject=_Staffer, target=_Memo, role=subject.role, check_only=True)
+    by_context = Policy()
+    roles.register(by_context, subject=_Staffer, target=_Memo, role=ctx.role, check_only=True)
+    with sa.orm.Session(engine) as s:
+        s.add_all([_Staffer(id=1, role="boss"), _Memo(id=1)])
+        s.commit()
+        authz, boss, memo = Authorizer(policy, s), s.get(_Staffer, 1), s.get(_Memo, 1)
+        assert authz.check(boss, "memo.read", memo)
+        explanation = authz.explain(boss, "memo.read", memo)
+        assert explanation.allowed
+        assert "role 'boss' decides in Python (_Overseer.check)" in str(explanation)
+        other = Authorizer(by_context, s)
+        assert not other.check(boss, "memo.read", memo, role=["clerk"])
+        assert not other.explain(boss, "memo.read", memo, role=["clerk"]).allowed

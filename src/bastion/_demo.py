@@ -167,7 +167,8 @@ def run_demo(path: str, out: TextIO) -> int:
     """Recreate the SQLite file at ``path``, run the walkthrough, print to ``out``."""
     if os.path.exists(path):
         os.remove(path)
-    engine = sa.create_engine(f"sqlite:///{path}")
+    # (a URL object: a path with ``?`` or ``#`` in it was read as a URL's query)
+    engine = sa.create_engine(sa.engine.URL.create("sqlite", database=str(path)))
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         _seed(session)

@@ -896,15 +896,18 @@ class Authorizer:
         query: Any,
         /,
         *,
+        entity: Any = None,
         counts: bool = False,
         database_plan: bool = False,
         **context: Any,
     ) -> FilterExplanation:
         """The SQL :meth:`filter` adds, with its parameters, the rules it is made of, and on
-        request each rule's row count and the database's ``EXPLAIN`` of the whole statement."""
-        stmt = self.filter(subject, permission, query, **context)
+        request each rule's row count and the database's ``EXPLAIN`` of the whole statement.
+        ``entity`` as in :meth:`filter` (fix: it was taken as a context value, so the filter
+        honoured it while the branches described the statement's first entity)."""
+        stmt = self.filter(subject, permission, query, entity=entity, **context)
         compiled = stmt.compile(self.session.get_bind())
-        _, entity = _statement_and_entity(query, None)
+        _, entity = _statement_and_entity(query, entity)
         plan = self.policy.plan(permission, type(subject), sa_inspect(entity).mapper.class_)
         branches = []
         for record in plan.rules:

@@ -578,16 +578,30 @@ def _explain_role(node: RoleGrant, s: Any, t: Any, c: Mapping[str, Any], i: Any)
     names = operand_reader(node.role)(s, t, c, i)
     shown = names if node.many else [names]
     holders, conditional = node.holders(), node.conditional()
+    custom = node.python_only_roles()
     parts = []
+    named: list[Any] = []
     for name in shown or []:
+        try:
+            hash(name)
+        except TypeError:
+            # Fix: an unhashable "role name" (a list passed as ctx.role) raised TypeError here,
+            # where check and filter answer: it is no role
+            parts.append(f"{name!r} is no role of {node.roles.name}")
+            continue
+        named.append(name)
         if name in holders:
             parts.append(f"role {name!r} holds {node.permission!r}")
         elif name in conditional:
             parts.append(f"role {name!r} holds {node.permission!r} where {conditional[name]}")
+        elif name in custom:
+            # Fix: a role whose check is overridden (Python-only) was said not to hold the
+            # permission when its check allowed it
+            parts.append(f"role {name!r} decides in Python ({type(custom[name]).__name__}.check)")
         elif name in node.roles.roles:
             parts.append(f"role {name!r} does not hold {node.permission!r}")
         else:
             parts.append(f"{name!r} is no role of {node.roles.name}")
-    children = [explain_rule(conditional[n], s, t, c, i) for n in shown or [] if n in conditional]
+    children = [explain_rule(conditional[n], s, t, c, i) for n in named if n in conditional]
     reason = "; ".join(parts) or f"no role ({node.role} is empty)"
     return Explanation(str(node), outcome, reason, children, "RoleGrant")
