@@ -23,9 +23,9 @@ from sqlalchemy.sql import Select
 from bastion.authorizer import (
     Authorizer,
     FilterExplanation,
-    _deleted,
     _require_context,
     _statement_and_entity,
+    is_deleted,
 )
 from bastion.enforcement import QUERY_SCOPE_KEY
 from bastion.errors import InvalidArgument
@@ -82,7 +82,7 @@ class AsyncAuthorizer:
             except NotLoaded:
                 pass
             else:
-                return allowed and (target is None or not _deleted(target, self.sync.session))
+                return allowed and (target is None or not is_deleted(target, self.sync.session))
             finally:
                 IO_FORBIDDEN.reset(token)
         return await self.session.run_sync(

@@ -183,7 +183,7 @@ class Authorizer:
             else:
                 if target is not None:
                     mark_authorized(type(target))
-                    return lookup[1] in held and not _deleted(target, self._session)
+                    return lookup[1] in held and not is_deleted(target, self._session)
                 return lookup[1] in held
         if plan.required_context:
             _require_context(plan, context)
@@ -203,7 +203,7 @@ class Authorizer:
             except ObjectDeletedError:
                 return False  # a Python rule loaded values of a deleted object: no row, in SQL
         if allowed and target is not None:  # (a target's class is mapped: plan() says so)
-            # a deleted object has no row: the filter would not return it (see _deleted; inline,
+            # a deleted object has no row: the filter would not return it (see is_deleted; inline,
             # on allowed answers only: W2's check is a few attribute reads)
             state = target._sa_instance_state
             if state._deleted or state in self._session._deleted:
@@ -258,7 +258,7 @@ class Authorizer:
         scope = self._session_info.get(QUERY_SCOPE_KEY)
         if scope is None or plan.sql_error is not None:
             return False  # (a Python-only rule has no database path: it sees what it loads)
-        key = ("censored", id(scope.policy))
+        key = ("censored", scope.policy)
         known = plan.sql_cache.get(key)
         if known is None:
             protected = {r.target_type for r in scope.policy.rules() if r.target_type is not None}
@@ -381,7 +381,7 @@ class Authorizer:
         result is built)."""
         context[SESSION_KEY] = self.session
         items = objects if isinstance(objects, list) else list(objects)
-        pending_deletions = self._session._deleted  # (see _deleted)
+        pending_deletions = self._session._deleted  # (see is_deleted)
         if items and not pending_deletions:
             fast = self._blind_page(subject, actions, items, context, name)
             if fast is not None:
@@ -394,8 +394,8 @@ class Authorizer:
         for cls, members in groups.items():
             page = pages[cls] = self._class_page(subject, actions, items[members[0]], context)
             if pending_deletions or any(states[i]._deleted for i in members):
-                # deleted objects are denied everything, as check() does (see _deleted)
-                members = [i for i in members if not _deleted(items[i], self._session)]
+                # deleted objects are denied everything, as check() does (see is_deleted)
+                members = [i for i in members if not is_deleted(items[i], self._session)]
             self._decide_class(subject, page, members, items, states, keys, context, result)
         for cls, page in pages.items():
             wanted = page.asked()
@@ -737,11 +737,11 @@ class Authorizer:
         mapper: Any = sa_inspect(subject_type)
         kinds: list[tuple[Plan, Any]] = []
         for sub in mapper.self_and_descendants:
-            sub_plan = (
-                plan if sub is mapper else self.policy.plan(permission, sub.class_, target_type)
-            )
-            if sub_plan.required_context:
-                _require_context(sub_plan, context)
+            sub_plan = plan  # (its context checked by who_can)
+            if sub is not mapper:
+                sub_plan = self.policy.plan(permission, sub.class_, target_type)
+                if sub_plan.required_context:
+                    _require_context(sub_plan, context)
             kinds.append((sub_plan, sub))
         if all(p.rule == plan.rule for p, _ in kinds):
             return [(plan, mapper)]
@@ -820,7 +820,7 @@ class Authorizer:
             _require_context(plan, context)
         context[SESSION_KEY] = self.session
         on = "" if target is None else f" on {describe(target)}"
-        if target is not None and _deleted(target, self._session):
+        if target is not None and is_deleted(target, self._session):
             reason = (
                 f"{describe(subject)} may not {permission!r}{on}: it was deleted in the session "
                 "(no row for a query to find), which denies every permission"
@@ -869,17 +869,7 @@ class Authorizer:
     ) -> Explanation:
         """One rule of :meth:`explain`, asked of the database (see :meth:`_censored`): the
         relationships it reads are restricted in this session, and lazy loads would be too."""
-        if target is None:
-            env = SqlEnv(None, subject, context, type(subject), inline_loaded=False)
-            query = sa.select(sql_clause(compile_sql(rule, env)))
-        else:
-            state = sa_inspect(target)
-            entity = state.mapper.class_
-            env = SqlEnv(entity, subject, context, type(subject), inline_loaded=False)
-            keys = [state.mapper.get_property_by_column(c).key for c in state.mapper.primary_key]
-            match = [getattr(entity, k) == v for k, v in zip(keys, state.key[1], strict=True)]
-            query = sa.select(sa.exists().where(*match, sql_clause(compile_sql(rule, env))))
-        outcome = bool(self._execute(query).scalar())
+        outcome = _holds_in_database(self.session, rule, subject, target, context, inline=False)
         verdict = "matches" if outcome else "does not match"
         return Explanation(
             str(rule),
@@ -1147,7 +1137,7 @@ def _blind_keys_of(
         ident = state.key
         values = obj.__dict__
         if ident is None or state._deleted or not unloaded(values):
-            return None  # (deleted: the general path denies it, see _deleted)
+            return None  # (deleted: the general path denies it, see is_deleted)
         if attribute is None or state.modified or (key := values.get(attribute)) is None:
             key = ident[1][0] if len(ident[1]) == 1 else tuple(ident[1])
         append(key)
@@ -1434,11 +1424,7 @@ def _explain_sql_rule(rule: SqlRule, s: Any, t: Any, c: Mapping[str, Any], i: An
         return Explanation(
             str(rule), None, f"SQL-only rule {rule.name}: no in-process path", kind="SqlRule"
         )
-    entity = state.mapper.class_
-    keys = [state.mapper.get_property_by_column(col).key for col in state.mapper.primary_key]
-    clause = sql_clause(compile_sql(rule, SqlEnv(entity, s, c, type(s))))
-    match = [getattr(entity, k) == v for k, v in zip(keys, state.key[1], strict=True)]
-    outcome = bool(session.execute(sa.select(sa.exists().where(*match, clause))).scalar())
+    outcome = _holds_in_database(session, rule, s, t, c)
     verdict = "matches" if outcome else "does not match"
     return Explanation(
         str(rule),
@@ -1446,6 +1432,30 @@ def _explain_sql_rule(rule: SqlRule, s: Any, t: Any, c: Mapping[str, Any], i: An
         f"SQL-only rule {rule.name} (no in-process path, asked the database): {verdict}",
         kind="SqlRule",
     )
+
+
+def _holds_in_database(
+    session: Session,
+    rule: Any,
+    subject: Any,
+    target: Any,
+    context: Mapping[str, Any],
+    *,
+    inline: bool = True,
+) -> bool:
+    """Does ``rule`` hold for ``subject`` on the stored ``target`` (None: no target)? One
+    ``SELECT`` of bastion's own (not restricted by an authorized session), for explanations."""
+    if target is None:
+        env = SqlEnv(None, subject, context, type(subject), inline_loaded=inline)
+        query = sa.select(sql_clause(compile_sql(rule, env)))
+    else:
+        state = sa_inspect(target)
+        entity = state.mapper.class_
+        env = SqlEnv(entity, subject, context, type(subject), inline_loaded=inline)
+        keys = [state.mapper.get_property_by_column(c).key for c in state.mapper.primary_key]
+        match = [getattr(entity, k) == v for k, v in zip(keys, state.key[1], strict=True)]
+        query = sa.select(sa.exists().where(*match, sql_clause(compile_sql(rule, env))))
+    return bool(session.execute(query.execution_options(**{INTERNAL: True})).scalar())
 
 
 def _require_context(plan: Plan, context: Mapping[str, Any]) -> None:
@@ -1481,7 +1491,7 @@ def _require_context(plan: Plan, context: Mapping[str, Any]) -> None:
                 raise InvalidArgument(f"ctx.{name}: {problem}")
 
 
-def _deleted(target: Any, session: Session) -> bool:
+def is_deleted(target: Any, session: Session) -> bool:
     """Is ``target`` deleted: by a flush (``was_deleted``, also once committed and detached), or
     marked by ``session.delete()`` and not flushed yet? Such an object has no row once the
     deletion is flushed, which every query does first (autoflush), so ``filter`` never returns

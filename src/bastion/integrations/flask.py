@@ -107,7 +107,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from werkzeug.exceptions import HTTPException
 
-from bastion.authorizer import Authorizer
+from bastion.authorizer import Authorizer, is_deleted
 from bastion.enforcement import enforcement
 from bastion.errors import BastionError, InvalidArgument, NotAuthorized, UnmappedClass
 from bastion.integrations._keys import coerce_key
@@ -604,14 +604,10 @@ def _answer_key(subject: Any, permission: Hashable, obj: Any) -> tuple[Any, ...]
     # was reused by can(), allowing what the Authorizer now denies. Changed or deleted objects
     # are asked again; a flush, commit or rollback forgets every answer (_remember_answers).
     subject_state = sa_inspect(subject, raiseerr=False)
-    if (
-        state.modified
-        or state.was_deleted
-        or (subject_state is not None and subject_state.modified)
-    ):
+    if state.modified or (subject_state is not None and subject_state.modified):
         return None
-    session = state.session  # (Session._deleted: see bastion.authorizer._deleted)
-    if session is not None and state in session._deleted:
+    session = state.session
+    if state.was_deleted or (session is not None and is_deleted(obj, session)):
         return None
     return (id(subject), permission, state.key)
 

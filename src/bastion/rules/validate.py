@@ -57,9 +57,15 @@ def validate(rule: Rule, subject_type: type | None, target_type: type | None) ->
     _walk(rule, {"subject": subject_type, "target": target_mapper, "it": None}, rule)
 
 
-def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
+#: ``(ctx name, column property, as a collection?)`` found by :func:`context_columns`
+_Found = list[tuple[str, ColumnProperty[Any], bool]]
+
+
+def _walk(node: Rule, scopes: _Scopes, top: Rule, found: _Found | None = None) -> None:
+    """Check ``node`` (and below); with ``found``, also collect the ``ctx`` values compared
+    with columns (:func:`context_columns`)."""
     if isinstance(node, Compare):
-        _check_compare(node, scopes, top)
+        _check_compare(node, scopes, top, found)
     elif isinstance(node, In):
         prop = _operand(node.left, scopes, top)
         if isinstance(node.values, Attr) and node.values.scope != "subject":
@@ -75,6 +81,8 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
             )
         if prop is not None:
             _check_collation(prop, top)
+            if found is not None and isinstance(node.values, Context):
+                found.append((node.values.name, prop, True))
         if prop is not None and isinstance(node.values, Literal):
             for value in node.values.value:
                 _check_literal(prop, value, top)
@@ -82,15 +90,15 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
         _operand(node.operand, scopes, top)
     elif isinstance(node, Related):
         related = _related_mapper(node, scopes, top)
-        _walk(node.where, {**scopes, "it": related}, top)
+        _walk(node.where, {**scopes, "it": related}, top, found)
         return
     elif isinstance(node, Reroot):
         related = _related_mapper(Related(node.scope, node.name, node.rule), scopes, top)
-        _walk(node.rule, {"subject": scopes["subject"], "target": related, "it": None}, top)
+        _walk(node.rule, {"subject": scopes["subject"], "target": related, "it": None}, top, found)
         return
     elif isinstance(node, Ancestors):
         _check_tree(node, scopes, top)
-        _walk(node.rule, {**scopes, "it": None}, top)
+        _walk(node.rule, {**scopes, "it": None}, top, found)
         return
     elif isinstance(node, Same):
         _check_same(node, scopes, top)
@@ -109,7 +117,7 @@ def _walk(node: Rule, scopes: _Scopes, top: Rule) -> None:
                     "its SQL values strings; store the names in a String column",
                 )
     for child in node.children():
-        _walk(child, scopes, top)
+        _walk(child, scopes, top, found)
 
 
 def _scope_class(scope: str, scopes: _Scopes, top: Rule) -> Any:
@@ -169,11 +177,13 @@ def _declared_names(cls: type) -> set[str] | None:
     return names or None
 
 
-def _check_compare(node: Compare, scopes: _Scopes, top: Rule) -> None:
+def _check_compare(node: Compare, scopes: _Scopes, top: Rule, found: _Found | None) -> None:
     left, right = _operand(node.left, scopes, top), _operand(node.right, scopes, top)
     for prop, other in ((left, node.right), (right, node.left)):
         if prop is not None:
             _check_collation(prop, top)
+            if found is not None and isinstance(other, Context):
+                found.append((other.name, prop, False))
         if prop is not None and isinstance(other, Literal):
             _check_literal(prop, other.value, top)
     if left is not None and right is not None:
@@ -305,57 +315,9 @@ def context_columns(
 ) -> tuple[tuple[str, ColumnProperty[Any], bool], ...]:
     """``(ctx name, column property, as a collection?)`` for every ``ctx`` value ``rule``
     compares with a column (``target.level <= ctx.level``, ``target.org_id.in_(ctx.orgs)``):
-    the types a call's context values must have (``Authorizer`` checks them per call)."""
-    found: list[tuple[str, ColumnProperty[Any], bool]] = []
+    the types a call's context values must have (``Authorizer`` checks them per call). The
+    registration walk, collecting (the rule was validated when it was registered)."""
+    found: _Found = []
     target_mapper = None if target_type is None else mapper_of(target_type)
-    stack: list[tuple[Rule, _Scopes]] = [
-        (rule, {"subject": subject_type, "target": target_mapper, "it": None})
-    ]
-    while stack:
-        node, scopes = stack.pop()
-        pairs: list[tuple[Any, Any, bool]] = []
-        if isinstance(node, Compare):
-            pairs = [(node.left, node.right, False), (node.right, node.left, False)]
-        elif isinstance(node, In):
-            pairs = [(node.left, node.values, True)]
-        for column_side, context_side, many in pairs:
-            if isinstance(context_side, Context) and isinstance(column_side, Attr):
-                prop = _column_of(column_side, scopes)
-                if prop is not None:
-                    found.append((context_side.name, prop, many))
-        if isinstance(node, Related):
-            related = _quiet(lambda n=node, sc=scopes: _related_mapper(n, sc, rule))
-            if related is not None:
-                stack.append((node.where, {**scopes, "it": related}))
-            continue
-        if isinstance(node, Reroot):
-            related = _quiet(
-                lambda n=node, sc=scopes: _related_mapper(
-                    Related(n.scope, n.name, n.rule), sc, rule
-                )
-            )
-            if related is not None:
-                stack.append(
-                    (node.rule, {"subject": scopes["subject"], "target": related, "it": None})
-                )
-            continue
-        stack.extend((child, scopes) for child in node.children())
+    _walk(rule, {"subject": subject_type, "target": target_mapper, "it": None}, rule, found)
     return tuple(found)
-
-
-def _column_of(operand: Attr, scopes: _Scopes) -> ColumnProperty[Any] | None:
-    owner = scopes.get(operand.scope)
-    if owner is None:
-        return None
-    if operand.scope == "subject":
-        found = _quiet(lambda: _subject_attribute(owner, operand.name))
-        return found if isinstance(found, ColumnProperty) else None
-    prop = owner.attrs.get(operand.name)
-    return prop if isinstance(prop, ColumnProperty) else None
-
-
-def _quiet(fn: Any) -> Any:
-    try:
-        return fn()
-    except Exception:  # noqa: BLE001 - what registration refused is not ours to report here
-        return None
